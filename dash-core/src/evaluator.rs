@@ -1,0 +1,96 @@
+//! The evaluator: the [`Backend`] that evaluates gadgets on the labels it
+//! holds, reading rows from a material source.
+
+use crate::backend::Backend;
+use crate::error::Error;
+use crate::garbler::{DEFAULT_MAX_MODULI, GateCounter, OneLabels};
+use crate::hash::{Domain, FixedKeyHash, Tweak};
+use crate::label::Label;
+use crate::material::MaterialSource;
+use crate::modulus::{MAX_PROJECTION_INPUT, Modulus};
+use crate::projection;
+
+/// The evaluating backend: wires are [`Label`]s (one per wire, never two).
+pub struct Evaluator<'k, S: MaterialSource, const N: usize = DEFAULT_MAX_MODULI> {
+    hash: &'k FixedKeyHash,
+    ones: &'k OneLabels<N>,
+    gates: GateCounter,
+    source: S,
+}
+
+impl<'k, S: MaterialSource, const N: usize> Evaluator<'k, S, N> {
+    /// An evaluator numbering gates from 0.
+    pub fn new(hash: &'k FixedKeyHash, ones: &'k OneLabels<N>, source: S) -> Self {
+        Self::with_gates(hash, ones, GateCounter::default(), source)
+    }
+
+    /// An evaluator numbering gates from `gates` (must match the garbler's).
+    pub fn with_gates(hash: &'k FixedKeyHash, ones: &'k OneLabels<N>, gates: GateCounter, source: S) -> Self {
+        Evaluator { hash, ones, gates, source }
+    }
+
+    /// The gate counter (the next identifier).
+    pub fn gates(&self) -> GateCounter {
+        self.gates
+    }
+
+    /// The source, for inspection.
+    pub fn source(&mut self) -> &mut S {
+        &mut self.source
+    }
+
+    /// Gives back the source.
+    pub fn into_source(self) -> S {
+        self.source
+    }
+}
+
+impl<S: MaterialSource, const N: usize> Backend for Evaluator<'_, S, N> {
+    type Wire = Label;
+
+    fn modulus_of(&self, wire: &Label) -> Modulus {
+        wire.modulus()
+    }
+
+    fn constant(&mut self, value: u16, modulus: Modulus) -> Result<Label, Error> {
+        Ok(self.ones.get(modulus)?.cmul(value))
+    }
+
+    fn add(&mut self, a: &Label, b: &Label) -> Result<Label, Error> {
+        a.add(b)
+    }
+
+    fn sub(&mut self, a: &Label, b: &Label) -> Result<Label, Error> {
+        a.sub(b)
+    }
+
+    fn neg(&mut self, a: &Label) -> Result<Label, Error> {
+        Ok(a.neg())
+    }
+
+    fn cmul(&mut self, a: &Label, c: u16) -> Result<Label, Error> {
+        Ok(a.cmul(c))
+    }
+
+    fn project(&mut self, a: &Label, out: Modulus, _table: impl Fn(u16) -> u16) -> Result<Label, Error> {
+        let gate = self.gates.next_id()?;
+        projection::evaluate(self.hash, Tweak::new(Domain::Projection, gate, 0), a, out, &mut self.source)
+    }
+
+    fn mul_bit(&mut self, x: &Label, bit: &Label) -> Result<Label, Error> {
+        let p = x.modulus();
+        if bit.modulus().value() != 2 {
+            return Err(Error::NotABit(bit.modulus().value()));
+        }
+        if p.value() > MAX_PROJECTION_INPUT {
+            return Err(Error::ProjectionInputTooLarge(p.value()));
+        }
+        let gate = self.gates.next_id()?;
+        let b_lift = projection::evaluate(self.hash, Tweak::new(Domain::MulBit, gate, 0), bit, p, &mut self.source)?;
+        let t = projection::evaluate(self.hash, Tweak::new(Domain::MulBit, gate, 1), bit, p, &mut self.source)?;
+        let mut z = projection::evaluate_rows(self.hash, Tweak::new(Domain::MulBit, gate, 2), x, p, &mut self.source)?;
+        z.add_scaled_unchecked(&b_lift, x.colour());
+        z.add_assign_unchecked(&t);
+        Ok(z)
+    }
+}

@@ -1,0 +1,304 @@
+//! The garbler: its keys (one offset and one constant-one wire per modulus)
+//! and the [`Backend`] that garbles gadgets into a material sink.
+
+use crate::backend::Backend;
+use crate::block::Block;
+use crate::delta::{Delta, ZeroLabel};
+use crate::error::Error;
+use crate::hash::{Domain, FixedKeyHash, Tweak};
+use crate::label::Label;
+use crate::material::MaterialSink;
+use crate::modulus::{MAX_PROJECTION_INPUT, Modulus};
+use crate::projection;
+use rand_core::CryptoRng;
+use subtle::ConstantTimeEq;
+
+/// Default capacity of a key set: distinct moduli per circuit.
+pub const DEFAULT_MAX_MODULI: usize = 32;
+
+struct KeyEntry {
+    delta: Delta,
+    one: ZeroLabel,
+}
+
+/// The garbler's secrets for one circuit: for each modulus the offset `Δ_p`
+/// and the zero label `O_p` of the wire that carries the constant 1.
+///
+/// One `GarblerKeys` per circuit (per inference): offsets are never reused.
+/// Everything is zeroised on drop. `N` bounds the number of moduli (no
+/// allocation); the default is [`DEFAULT_MAX_MODULI`].
+pub struct GarblerKeys<const N: usize = DEFAULT_MAX_MODULI> {
+    entries: heapless::Vec<KeyEntry, N>,
+}
+
+impl<const N: usize> core::fmt::Debug for GarblerKeys<N> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("GarblerKeys(")?;
+        for e in &self.entries {
+            write!(f, "{} ", e.delta.modulus().value())?;
+        }
+        f.write_str("<redacted>)")
+    }
+}
+
+impl<const N: usize> GarblerKeys<N> {
+    /// Fresh offsets and one-wires for every modulus in `moduli` (repeats are
+    /// ignored). Fails with [`Error::TooManyModuli`] beyond `N`.
+    pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R, moduli: &[Modulus]) -> Result<Self, Error> {
+        let mut keys = GarblerKeys { entries: heapless::Vec::new() };
+        for &m in moduli {
+            if keys.entries.iter().any(|e| e.delta.modulus() == m) {
+                continue;
+            }
+            let entry = KeyEntry { delta: Delta::random(m, rng), one: ZeroLabel::random(m, rng) };
+            keys.entries.push(entry).map_err(|_| Error::TooManyModuli)?;
+        }
+        Ok(keys)
+    }
+
+    fn entry(&self, m: Modulus) -> Result<&KeyEntry, Error> {
+        self.entries.iter().find(|e| e.delta.modulus() == m).ok_or(Error::MissingDelta(m.value()))
+    }
+
+    /// The offset of modulus `m`.
+    pub fn delta(&self, m: Modulus) -> Result<&Delta, Error> {
+        Ok(&self.entry(m)?.delta)
+    }
+
+    /// The moduli this key set covers.
+    pub fn moduli(&self) -> impl Iterator<Item = Modulus> + '_ {
+        self.entries.iter().map(|e| e.delta.modulus())
+    }
+
+    /// The evaluator's one-labels `O_p + Δ_p`: the only label of the
+    /// constant-one wire it ever holds. Part of the offline material.
+    pub fn one_labels(&self) -> OneLabels<N> {
+        let mut ones = OneLabels { labels: heapless::Vec::new() };
+        for e in &self.entries {
+            let mut l = e.one.as_label().clone();
+            l.add_assign_unchecked(e.delta.as_label());
+            // Capacity is the same N, so this cannot fail.
+            let _ = ones.labels.push(l);
+        }
+        ones
+    }
+
+    /// A fresh random zero label for an input wire of modulus `m`.
+    pub fn input<R: CryptoRng + ?Sized>(&self, m: Modulus, rng: &mut R) -> Result<ZeroLabel, Error> {
+        self.entry(m)?;
+        Ok(ZeroLabel::random(m, rng))
+    }
+
+    /// The label the evaluator receives for `value` on the input wire `zero`.
+    pub fn encode(&self, zero: &ZeroLabel, value: u16) -> Result<Label, Error> {
+        zero.encode(value, self.delta(zero.modulus())?)
+    }
+
+    /// Decodes and **verifies** a label returned by the evaluator for the
+    /// output wire `zero`: the value `x` such that `returned` is exactly the
+    /// packing of `zero + x·Δ`. Anything else (a forged, corrupted, or
+    /// foreign label) is [`Error::AuthenticityCheckFailed`].
+    ///
+    /// The value is read off the colour; the comparison with the one
+    /// expected label is constant-time, and no step branches on the zero
+    /// label or the offset.
+    pub fn decode(&self, zero: &ZeroLabel, returned: Block) -> Result<u16, Error> {
+        let m = zero.modulus();
+        let delta = self.delta(m)?;
+        // The returned label is public (the evaluator sent it).
+        let label = Label::from_block(m, returned).map_err(|_| Error::AuthenticityCheckFailed)?;
+        let x = m.sub(label.colour(), zero.as_label().colour());
+        let expected = zero.encode(x, delta)?;
+        if bool::from(expected.to_block().ct_eq(&returned)) { Ok(x) } else { Err(Error::AuthenticityCheckFailed) }
+    }
+}
+
+/// The evaluator's labels of the constant-one wires, one per modulus.
+#[derive(Clone, Debug)]
+pub struct OneLabels<const N: usize = DEFAULT_MAX_MODULI> {
+    labels: heapless::Vec<Label, N>,
+}
+
+impl<const N: usize> Default for OneLabels<N> {
+    fn default() -> Self {
+        OneLabels { labels: heapless::Vec::new() }
+    }
+}
+
+impl<const N: usize> OneLabels<N> {
+    /// The one-label of modulus `m`.
+    pub fn get(&self, m: Modulus) -> Result<&Label, Error> {
+        self.labels.iter().find(|l| l.modulus() == m).ok_or(Error::MissingDelta(m.value()))
+    }
+
+    /// All one-labels, in the garbler's modulus order.
+    pub fn labels(&self) -> &[Label] {
+        &self.labels
+    }
+
+    /// Adds a received one-label (e.g. when decoding offline material).
+    /// Rejects a second label for the same modulus.
+    pub fn push(&mut self, label: Label) -> Result<(), Error> {
+        if self.labels.iter().any(|l| l.modulus() == label.modulus()) {
+            return Err(Error::InvalidParameter);
+        }
+        self.labels.push(label).map_err(|_| Error::TooManyModuli)
+    }
+}
+
+/// Allocates gate identifiers; shared by garbler and evaluator so that both
+/// number gates identically.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GateCounter(u64);
+
+impl GateCounter {
+    /// Starts numbering at `first`.
+    pub const fn starting_at(first: u64) -> Self {
+        GateCounter(first)
+    }
+
+    /// The next identifier to be handed out.
+    pub const fn peek(&self) -> u64 {
+        self.0
+    }
+
+    /// Hands out one identifier.
+    pub fn next_id(&mut self) -> Result<u64, Error> {
+        let id = self.0;
+        self.0 = id.checked_add(1).ok_or(Error::GateIdsExhausted)?;
+        Ok(id)
+    }
+}
+
+/// The garbling backend: wires are [`ZeroLabel`]s; every gate's rows go to
+/// the sink `S` in gate order.
+pub struct Garbler<'k, S: MaterialSink, const N: usize = DEFAULT_MAX_MODULI> {
+    hash: &'k FixedKeyHash,
+    keys: &'k GarblerKeys<N>,
+    gates: GateCounter,
+    sink: S,
+}
+
+impl<'k, S: MaterialSink, const N: usize> Garbler<'k, S, N> {
+    /// A garbler numbering gates from 0.
+    pub fn new(hash: &'k FixedKeyHash, keys: &'k GarblerKeys<N>, sink: S) -> Self {
+        Self::with_gates(hash, keys, GateCounter::default(), sink)
+    }
+
+    /// A garbler numbering gates from `gates` (to garble disjoint parts of
+    /// one circuit in parallel, give each part its own identifier range).
+    pub fn with_gates(hash: &'k FixedKeyHash, keys: &'k GarblerKeys<N>, gates: GateCounter, sink: S) -> Self {
+        Garbler { hash, keys, gates, sink }
+    }
+
+    /// The keys being garbled under.
+    pub fn keys(&self) -> &GarblerKeys<N> {
+        self.keys
+    }
+
+    /// The gate counter (the next identifier).
+    pub fn gates(&self) -> GateCounter {
+        self.gates
+    }
+
+    /// The sink, for inspection.
+    pub fn sink(&mut self) -> &mut S {
+        &mut self.sink
+    }
+
+    /// Gives back the sink.
+    pub fn into_sink(self) -> S {
+        self.sink
+    }
+}
+
+impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
+    type Wire = ZeroLabel;
+
+    fn modulus_of(&self, wire: &ZeroLabel) -> Modulus {
+        wire.modulus()
+    }
+
+    fn constant(&mut self, value: u16, modulus: Modulus) -> Result<ZeroLabel, Error> {
+        // The constant c is c times the one-wire: zero label c·O_p.
+        let one = &self.keys.entry(modulus)?.one;
+        Ok(ZeroLabel::new(one.as_label().cmul(value)))
+    }
+
+    fn add(&mut self, a: &ZeroLabel, b: &ZeroLabel) -> Result<ZeroLabel, Error> {
+        Ok(ZeroLabel::new(a.as_label().add(b.as_label())?))
+    }
+
+    fn sub(&mut self, a: &ZeroLabel, b: &ZeroLabel) -> Result<ZeroLabel, Error> {
+        Ok(ZeroLabel::new(a.as_label().sub(b.as_label())?))
+    }
+
+    fn neg(&mut self, a: &ZeroLabel) -> Result<ZeroLabel, Error> {
+        Ok(ZeroLabel::new(a.as_label().neg()))
+    }
+
+    fn cmul(&mut self, a: &ZeroLabel, c: u16) -> Result<ZeroLabel, Error> {
+        Ok(ZeroLabel::new(a.as_label().cmul(c)))
+    }
+
+    fn project(&mut self, a: &ZeroLabel, out: Modulus, table: impl Fn(u16) -> u16) -> Result<ZeroLabel, Error> {
+        let delta_in = self.keys.delta(a.modulus())?;
+        let delta_out = self.keys.delta(out)?;
+        let gate = self.gates.next_id()?;
+        let tweak = Tweak::new(Domain::Projection, gate, 0);
+        projection::garble(self.hash, tweak, a, delta_in, delta_out, table, &mut self.sink)
+    }
+
+    fn mul_bit(&mut self, x: &ZeroLabel, bit: &ZeroLabel) -> Result<ZeroLabel, Error> {
+        let p = x.modulus();
+        if bit.modulus().value() != 2 {
+            return Err(Error::NotABit(bit.modulus().value()));
+        }
+        if p.value() > MAX_PROJECTION_INPUT {
+            return Err(Error::ProjectionInputTooLarge(p.value()));
+        }
+        let delta_x = self.keys.delta(p)?;
+        let delta_b = self.keys.delta(bit.modulus())?;
+        let gate = self.gates.next_id()?;
+        let colour_x = x.as_label().colour();
+        // B' carries b mod p; T carries -colour(X0)·b mod p. The second table
+        // is secret; projection garbling is constant-time in table values.
+        let b_lift = projection::garble(
+            self.hash,
+            Tweak::new(Domain::MulBit, gate, 0),
+            bit,
+            delta_b,
+            delta_x,
+            |b| b,
+            &mut self.sink,
+        )?;
+        let minus_cx = p.neg(colour_x);
+        let t = projection::garble(
+            self.hash,
+            Tweak::new(Domain::MulBit, gate, 1),
+            bit,
+            delta_b,
+            delta_x,
+            |b| p.mul(minus_cx, b),
+            &mut self.sink,
+        )?;
+        // Rows keyed by X: row γ decrypts to R_0 - γ·B'_0. The evaluator adds
+        // γ·B' + T and obtains R_0 + T_0 + (γ - colour(X0))·b·Δ = Z_0 + x·b·Δ.
+        let mut key0 = x.as_label().clone();
+        key0.add_scaled_unchecked(delta_x.as_label(), minus_cx);
+        let b0 = b_lift.as_label();
+        let r0 = projection::garble_rows(
+            self.hash,
+            Tweak::new(Domain::MulBit, gate, 2),
+            &key0,
+            delta_x,
+            p,
+            |c, out| out.add_scaled_unchecked(b0, p.neg(p.reduce(c as u32))),
+            &mut self.sink,
+        );
+        zeroize::Zeroize::zeroize(&mut key0);
+        let mut z = r0?;
+        z.add_assign_unchecked(t.as_label());
+        Ok(ZeroLabel::new(z))
+    }
+}

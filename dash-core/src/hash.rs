@@ -1,0 +1,198 @@
+//! The tweakable circular-correlation-robust hash, from fixed-key AES.
+//!
+//! `H(t, x) = π(π(x) ⊕ t) ⊕ π(x)`, where `π` is AES-128 under a fixed,
+//! public key (Guo–Katz–Wang–Yu, ePrint 2019/074). Inputs are labels packed
+//! injectively into 128 bits ([`crate::Label::to_block`]). Every use takes a
+//! [`Tweak`] that names its domain, its gate and its row group, so no two
+//! uses in one circuit ever share a tweak (see `docs/SECURITY.md`).
+//!
+//! On x86-64 the `aes` crate uses AES-NI when the CPU has it; elsewhere
+//! (Cortex-M) its bit-sliced software backend, which is constant-time.
+
+use crate::block::Block;
+use crate::error::Error;
+use aes::Aes128;
+use aes::cipher::{BlockCipherEncrypt, KeyInit};
+
+/// The fixed public AES key. Any public constant serves (the security
+/// argument treats `π` as a random permutation that everyone can query);
+/// what matters is that garbler and evaluator agree on it.
+const FIXED_KEY: [u8; 16] = *b"dash-core/tccr/1";
+
+/// What a hash call is for. Each domain occupies its own tweak space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Domain {
+    /// Rows of a projection gate.
+    Projection = 1,
+    /// The evaluator half of a multiply-by-bit gate.
+    MulBit = 2,
+    /// Output decoding tags.
+    Output = 3,
+    /// Deriving labels from a seed.
+    Derivation = 4,
+}
+
+/// A 128-bit tweak: `domain (8 bits) ‖ 0 (24 bits) ‖ sub (32 bits) ‖ gate (64 bits)`.
+/// Distinct `(domain, gate, sub)` give distinct tweaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tweak(pub u128);
+
+impl Tweak {
+    /// The tweak for one use.
+    #[inline]
+    pub const fn new(domain: Domain, gate: u64, sub: u32) -> Tweak {
+        Tweak(((domain as u128) << 120) | ((sub as u128) << 64) | gate as u128)
+    }
+}
+
+/// Blocks hashed per AES call: enough to fill the AES-NI pipeline.
+pub const HASH_LANES: usize = 8;
+
+/// Fixed-key AES as a tweakable hash. Build once and share (`&FixedKeyHash`
+/// is `Sync`); building expands the AES key schedule.
+#[derive(Clone)]
+pub struct FixedKeyHash {
+    aes: Aes128,
+}
+
+impl Default for FixedKeyHash {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl core::fmt::Debug for FixedKeyHash {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("FixedKeyHash")
+    }
+}
+
+impl FixedKeyHash {
+    /// The hash under the crate's fixed public key.
+    pub fn new() -> FixedKeyHash {
+        FixedKeyHash { aes: Aes128::new(&FIXED_KEY.into()) }
+    }
+
+    /// The raw permutation `π` on a batch of blocks, in place. Exposed for
+    /// benchmarks (the AES block rate every speed figure is compared with).
+    pub fn permute(&self, blocks: &mut [Block]) {
+        let mut lanes = [aes::Block::default(); HASH_LANES];
+        for chunk in blocks.chunks_mut(HASH_LANES) {
+            for (l, b) in lanes.iter_mut().zip(chunk.iter()) {
+                *l = b.to_bytes().into();
+            }
+            self.aes.encrypt_blocks(&mut lanes[..chunk.len()]);
+            for (b, l) in chunk.iter_mut().zip(lanes.iter()) {
+                *b = Block::from_bytes((*l).into());
+            }
+        }
+    }
+
+    /// `H(t, x)` for one block.
+    pub fn hash(&self, tweak: Tweak, x: Block) -> Block {
+        let mut b = [x];
+        self.hash_batch_same_tweak(tweak, &mut b);
+        b[0]
+    }
+
+    /// `H(tweaks[i], blocks[i])` for every `i`, in place: the batched form
+    /// that keeps AES-NI's pipeline full.
+    pub fn hash_batch(&self, tweaks: &[Tweak], blocks: &mut [Block]) -> Result<(), Error> {
+        if tweaks.len() != blocks.len() {
+            return Err(Error::LengthMismatch);
+        }
+        let mut first = [aes::Block::default(); HASH_LANES];
+        let mut second = [aes::Block::default(); HASH_LANES];
+        for (chunk, tw) in blocks.chunks_mut(HASH_LANES).zip(tweaks.chunks(HASH_LANES)) {
+            let n = chunk.len();
+            for (l, b) in first.iter_mut().zip(chunk.iter()) {
+                *l = b.to_bytes().into();
+            }
+            self.aes.encrypt_blocks(&mut first[..n]);
+            for i in 0..n {
+                let y = u128::from_le_bytes(first[i].into());
+                second[i] = (y ^ tw[i].0).to_le_bytes().into();
+            }
+            self.aes.encrypt_blocks(&mut second[..n]);
+            for i in 0..n {
+                let y = u128::from_le_bytes(first[i].into());
+                let z = u128::from_le_bytes(second[i].into());
+                chunk[i] = Block(y ^ z);
+            }
+        }
+        Ok(())
+    }
+
+    /// `H(tweak, blocks[i])` for every `i`, in place (the rows of one gate).
+    pub fn hash_batch_same_tweak(&self, tweak: Tweak, blocks: &mut [Block]) {
+        let mut first = [aes::Block::default(); HASH_LANES];
+        let mut second = [aes::Block::default(); HASH_LANES];
+        for chunk in blocks.chunks_mut(HASH_LANES) {
+            let n = chunk.len();
+            for (l, b) in first.iter_mut().zip(chunk.iter()) {
+                *l = b.to_bytes().into();
+            }
+            self.aes.encrypt_blocks(&mut first[..n]);
+            for i in 0..n {
+                let y = u128::from_le_bytes(first[i].into());
+                second[i] = (y ^ tweak.0).to_le_bytes().into();
+            }
+            self.aes.encrypt_blocks(&mut second[..n]);
+            for i in 0..n {
+                let y = u128::from_le_bytes(first[i].into());
+                let z = u128::from_le_bytes(second[i].into());
+                chunk[i] = Block(y ^ z);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_equals_single_and_tweaks_separate() {
+        let h = FixedKeyHash::new();
+        let xs: [Block; 19] = core::array::from_fn(|i| Block(i as u128 * 0x9e3779b97f4a7c15));
+        let tweaks: [Tweak; 19] = core::array::from_fn(|i| Tweak::new(Domain::Projection, i as u64, 0));
+        let mut batch = xs;
+        h.hash_batch(&tweaks, &mut batch).unwrap();
+        for i in 0..19 {
+            assert_eq!(batch[i], h.hash(tweaks[i], xs[i]));
+        }
+        let x = Block(42);
+        assert_ne!(h.hash(Tweak::new(Domain::Projection, 1, 0), x), h.hash(Tweak::new(Domain::Output, 1, 0), x));
+        assert_ne!(h.hash(Tweak::new(Domain::Projection, 1, 0), x), h.hash(Tweak::new(Domain::Projection, 1, 1), x));
+        assert_eq!(h.hash_batch(&tweaks[..3], &mut batch[..4]), Err(Error::LengthMismatch));
+    }
+
+    #[test]
+    fn tweak_fields_do_not_overlap() {
+        let a = Tweak::new(Domain::Projection, u64::MAX, 0);
+        let b = Tweak::new(Domain::Projection, 0, 1);
+        let c = Tweak::new(Domain::MulBit, 0, 0);
+        let fields = |t: Tweak| (t.0 >> 120, (t.0 >> 64) as u32, t.0 as u64);
+        assert_eq!(fields(a), (1, 0, u64::MAX));
+        assert_eq!(fields(b), (1, 1, 0));
+        assert_eq!(fields(c), (2, 0, 0));
+    }
+
+    #[test]
+    fn fixed_key_known_answer() {
+        // Pins the permutation so that garbler and evaluator builds agree:
+        // AES-128 under the fixed key, checked against the aes crate.
+        let h = FixedKeyHash::new();
+        let mut b = [Block::ZERO];
+        h.permute(&mut b);
+        let reference = {
+            let aes = Aes128::new(&FIXED_KEY.into());
+            let mut blk = aes::Block::default();
+            aes.encrypt_block(&mut blk);
+            Block::from_bytes(blk.into())
+        };
+        assert_eq!(b[0], reference);
+        assert_ne!(b[0], Block::ZERO);
+    }
+}

@@ -1,0 +1,342 @@
+//! Labels: vectors of digits mod a prime, the values that travel on wires.
+//!
+//! A label of modulus `p` has `n = floor(128 / log2 p)` digits (see
+//! [`Modulus::digits`]); digit 0 is the *colour* used for point-and-permute.
+//! The digits are stored in a fixed array of [`MAX_DIGITS`] so that no label
+//! needs an allocation; digits past `n` are kept at zero, and every
+//! arithmetic loop runs over the whole fixed array so its trip count never
+//! depends on anything but the type.
+
+use crate::block::Block;
+use crate::error::Error;
+use crate::modulus::{MAX_DIGITS, Modulus, reduce_once};
+use rand_core::CryptoRng;
+use subtle::{Choice, ConstantTimeEq};
+use zeroize::Zeroize;
+
+/// A label: `n` digits in `Z_p`. Arithmetic is digit-wise and constant-time.
+#[derive(Clone)]
+pub struct Label {
+    modulus: Modulus,
+    digits: [u16; MAX_DIGITS],
+}
+
+impl Label {
+    /// The all-zero label of a modulus.
+    pub const fn zero(modulus: Modulus) -> Label {
+        Label { modulus, digits: [0; MAX_DIGITS] }
+    }
+
+    /// A label from its `modulus.digits()` digits, each reduced mod p.
+    pub fn from_digits(modulus: Modulus, digits: &[u16]) -> Result<Label, Error> {
+        if digits.len() != modulus.digits() || digits.iter().any(|&d| d >= modulus.value()) {
+            return Err(Error::InvalidDigits);
+        }
+        let mut label = Label::zero(modulus);
+        label.digits[..digits.len()].copy_from_slice(digits);
+        Ok(label)
+    }
+
+    /// A uniformly random label (each digit from 64 random bits, bias below
+    /// `p / 2^64` per digit).
+    pub fn random<R: CryptoRng + ?Sized>(modulus: Modulus, rng: &mut R) -> Label {
+        let mut label = Label::zero(modulus);
+        let p = modulus.value() as u128;
+        for d in label.digits[..modulus.digits()].iter_mut() {
+            *d = ((rng.next_u64() as u128 * p) >> 64) as u16;
+        }
+        label
+    }
+
+    /// The modulus of every digit.
+    #[inline]
+    pub fn modulus(&self) -> Modulus {
+        self.modulus
+    }
+
+    /// The `modulus.digits()` digits.
+    #[inline]
+    pub fn digits(&self) -> &[u16] {
+        &self.digits[..self.modulus.digits()]
+    }
+
+    /// Digit 0: the point-and-permute colour.
+    #[inline]
+    pub fn colour(&self) -> u16 {
+        self.digits[0]
+    }
+
+    pub(crate) fn set_colour(&mut self, colour: u16) {
+        self.digits[0] = colour;
+    }
+
+    fn check(&self, other: &Label) -> Result<(), Error> {
+        if self.modulus == other.modulus {
+            Ok(())
+        } else {
+            Err(Error::ModulusMismatch { left: self.modulus.value(), right: other.modulus.value() })
+        }
+    }
+
+    /// `self + other`, digit-wise.
+    pub fn add(&self, other: &Label) -> Result<Label, Error> {
+        self.check(other)?;
+        let mut out = self.clone();
+        out.add_assign_unchecked(other);
+        Ok(out)
+    }
+
+    /// `self - other`, digit-wise.
+    pub fn sub(&self, other: &Label) -> Result<Label, Error> {
+        self.check(other)?;
+        let mut out = self.clone();
+        out.sub_assign_unchecked(other);
+        Ok(out)
+    }
+
+    /// `-self`, digit-wise.
+    pub fn neg(&self) -> Label {
+        let mut out = Label::zero(self.modulus);
+        out.sub_assign_unchecked(self);
+        out
+    }
+
+    /// `c * self` for a constant `c` (reduced mod p first). Constant-time in
+    /// both the label and `c`, so the garbler may use it with secret `c`.
+    pub fn cmul(&self, c: u16) -> Label {
+        let m = self.modulus;
+        let c = m.reduce(c as u32);
+        let mut out = Label::zero(m);
+        for (o, &d) in out.digits.iter_mut().zip(self.digits.iter()) {
+            *o = m.mul(d, c);
+        }
+        out
+    }
+
+    /// `self += other` where the moduli are known to agree.
+    #[inline]
+    pub(crate) fn add_assign_unchecked(&mut self, other: &Label) {
+        let p = self.modulus.value() as u32;
+        for (a, &b) in self.digits.iter_mut().zip(other.digits.iter()) {
+            *a = reduce_once(*a as u32 + b as u32, p) as u16;
+        }
+    }
+
+    /// `self -= other` where the moduli are known to agree.
+    #[inline]
+    pub(crate) fn sub_assign_unchecked(&mut self, other: &Label) {
+        let p = self.modulus.value() as u32;
+        for (a, &b) in self.digits.iter_mut().zip(other.digits.iter()) {
+            *a = reduce_once(*a as u32 + p - b as u32, p) as u16;
+        }
+    }
+
+    /// `self += c * other` where the moduli are known to agree; constant-time
+    /// in `c`.
+    #[inline]
+    pub(crate) fn add_scaled_unchecked(&mut self, other: &Label, c: u16) {
+        let m = self.modulus;
+        let c = m.reduce(c as u32);
+        for (a, &b) in self.digits.iter_mut().zip(other.digits.iter()) {
+            *a = m.mul_add(b, c, *a);
+        }
+    }
+
+    /// The label packed injectively into 128 bits: `sum_i d_i p^i`.
+    ///
+    /// Constant-time: the loop bounds depend only on the modulus, and the
+    /// packing is multiply-add only.
+    pub fn to_block(&self) -> Block {
+        let m = self.modulus;
+        let n = m.digits();
+        let c = m.chunk_digits();
+        let p = m.value() as u64;
+        let chunk_pow = m.chunk_pow() as u128;
+        // Up to three chunks of `c` digits; Horner within each in u64, then
+        // combine the chunks in u128 from the most significant down.
+        let mut acc: u128 = 0;
+        let chunks = n.div_ceil(c);
+        let mut j = chunks;
+        while j > 0 {
+            j -= 1;
+            let lo = j * c;
+            let hi = if lo + c < n { lo + c } else { n };
+            let mut g: u64 = 0;
+            let mut i = hi;
+            while i > lo {
+                i -= 1;
+                g = g * p + self.digits[i] as u64;
+            }
+            acc = acc.wrapping_mul(chunk_pow).wrapping_add(g as u128);
+        }
+        Block(acc)
+    }
+
+    /// The label whose packing is `block` (the inverse of [`Label::to_block`]).
+    ///
+    /// Fails with [`Error::InvalidLabelEncoding`] if the block packs no label.
+    /// Not constant-time: use it on values the evaluator holds (ciphertext
+    /// rows it decrypted, labels it returns), never on garbler secrets.
+    pub fn from_block(modulus: Modulus, block: Block) -> Result<Label, Error> {
+        let v = block.0;
+        if v > modulus.max_packed() {
+            return Err(Error::InvalidLabelEncoding);
+        }
+        let n = modulus.digits();
+        let c = modulus.chunk_digits();
+        let p = modulus.value() as u64;
+        let chunk_pow = modulus.chunk_pow() as u128;
+        let mut label = Label::zero(modulus);
+        let mut rest = v;
+        let mut lo = 0;
+        while lo < n {
+            let (g, next) = if lo + c < n { ((rest % chunk_pow) as u64, rest / chunk_pow) } else { (rest as u64, 0) };
+            rest = next;
+            let hi = if lo + c < n { lo + c } else { n };
+            let mut g = g;
+            for d in label.digits[lo..hi].iter_mut() {
+                *d = (g % p) as u16;
+                g /= p;
+            }
+            lo = hi;
+        }
+        Ok(label)
+    }
+
+    /// Digits from a hash output: the base-p expansion of
+    /// `floor(h * p^n / 2^128)`, most significant digit into digit 0.
+    ///
+    /// Every output is reachable; the most likely one has probability at most
+    /// `ceil(2^128 / p^n) / 2^128`, so the min-entropy is within one bit of
+    /// the label's. Constant-time (multiplications only).
+    pub fn from_hash(modulus: Modulus, block: Block) -> Label {
+        let p = modulus.value() as u128;
+        let mut hi = (block.0 >> 64) as u64;
+        let mut lo = block.0 as u64;
+        let mut label = Label::zero(modulus);
+        for d in label.digits[..modulus.digits()].iter_mut() {
+            let l = lo as u128 * p;
+            let h = hi as u128 * p + (l >> 64);
+            lo = l as u64;
+            hi = h as u64;
+            *d = (h >> 64) as u16;
+        }
+        label
+    }
+}
+
+impl ConstantTimeEq for Label {
+    fn ct_eq(&self, other: &Label) -> Choice {
+        let same_modulus = Choice::from((self.modulus == other.modulus) as u8);
+        let mut acc = 0u16;
+        for (a, b) in self.digits.iter().zip(other.digits.iter()) {
+            acc |= a ^ b;
+        }
+        same_modulus & acc.ct_eq(&0)
+    }
+}
+
+impl Zeroize for Label {
+    fn zeroize(&mut self) {
+        self.digits.zeroize();
+    }
+}
+
+/// Evaluator-side labels print their modulus and packing; garbler secrets are
+/// wrapped in types that print nothing.
+impl core::fmt::Debug for Label {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Label(p={}, {:032x})", self.modulus.value(), self.to_block().0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::{Rng, SeedableRng};
+
+    fn primes() -> impl Iterator<Item = Modulus> {
+        (2..=crate::MAX_MODULUS).filter_map(|p| Modulus::new(p).ok())
+    }
+
+    #[test]
+    fn pack_roundtrips_and_is_bounded_for_every_modulus() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        for m in primes() {
+            for _ in 0..20 {
+                let l = Label::random(m, &mut rng);
+                let b = l.to_block();
+                assert!(b.0 <= m.max_packed());
+                let back = Label::from_block(m, b).unwrap();
+                assert!(bool::from(back.ct_eq(&l)), "p = {}", m.value());
+            }
+            // the largest label packs to the largest value
+            let top = Label::from_digits(m, &[m.value() - 1; MAX_DIGITS][..m.digits()]).unwrap();
+            assert_eq!(top.to_block().0, m.max_packed());
+            if m.max_packed() != u128::MAX {
+                assert_eq!(Label::from_block(m, Block(m.max_packed() + 1)).unwrap_err(), Error::InvalidLabelEncoding);
+            }
+        }
+    }
+
+    #[test]
+    fn pack_is_the_integer_sum_of_digits() {
+        let m = Modulus::new(17).unwrap();
+        let mut digits = [0u16; 31];
+        digits[0] = 5;
+        digits[1] = 3;
+        digits[30] = 1;
+        let l = Label::from_digits(m, &digits).unwrap();
+        assert_eq!(l.to_block().0, 5 + 3 * 17 + 17u128.pow(30));
+    }
+
+    #[test]
+    fn from_hash_digits_are_reduced_and_spread() {
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        for m in primes() {
+            let mut seen_nonzero_last = false;
+            for _ in 0..50 {
+                let h = Block((rng.next_u64() as u128) << 64 | rng.next_u64() as u128);
+                let l = Label::from_hash(m, h);
+                assert!(l.digits().iter().all(|&d| d < m.value()));
+                seen_nonzero_last |= l.digits()[m.digits() - 1] != 0;
+            }
+            assert!(seen_nonzero_last || m.value() == 2, "last digit never set for p = {}", m.value());
+        }
+    }
+
+    #[test]
+    fn arithmetic_is_digitwise() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        for p in [2u16, 3, 17, 97, 251, 3181] {
+            let m = Modulus::new(p).unwrap();
+            let a = Label::random(m, &mut rng);
+            let b = Label::random(m, &mut rng);
+            let s = a.add(&b).unwrap();
+            let d = a.sub(&b).unwrap();
+            let n = a.neg();
+            let c = a.cmul(p.wrapping_sub(1).max(1) + 7);
+            for i in 0..m.digits() {
+                let (x, y) = (a.digits()[i] as u32, b.digits()[i] as u32);
+                assert_eq!(s.digits()[i] as u32, (x + y) % p as u32);
+                assert_eq!(d.digits()[i] as u32, (x + p as u32 - y) % p as u32);
+                assert_eq!(n.digits()[i] as u32, (p as u32 - x) % p as u32);
+                assert_eq!(c.digits()[i] as u32, x * ((p.wrapping_sub(1).max(1) + 7) as u32 % p as u32) % p as u32);
+            }
+            assert!(bool::from(s.sub(&b).unwrap().ct_eq(&a)));
+        }
+        let a = Label::zero(Modulus::new(3).unwrap());
+        let b = Label::zero(Modulus::new(5).unwrap());
+        assert_eq!(a.add(&b).unwrap_err(), Error::ModulusMismatch { left: 3, right: 5 });
+    }
+
+    #[test]
+    fn from_digits_rejects_bad_input() {
+        let m = Modulus::new(5).unwrap();
+        assert_eq!(Label::from_digits(m, &[0; 3]).unwrap_err(), Error::InvalidDigits);
+        let mut d = [0u16; 55];
+        d[7] = 5;
+        assert_eq!(Label::from_digits(m, &d).unwrap_err(), Error::InvalidDigits);
+    }
+}

@@ -1,0 +1,302 @@
+//! Prime moduli and constant-time digit arithmetic.
+//!
+//! A [`Modulus`] can only be built from a prime (see `docs/SECURITY.md`:
+//! with a composite modulus `m = a*b`, the multiple `a*Δ` has digits in a
+//! small subgroup and an evaluator can brute-force a second label). Each
+//! modulus carries the precomputed constants that make reduction
+//! division-free, so no digit operation has a secret-dependent timing.
+
+use crate::error::Error;
+
+/// Digits in a label of modulus 2; the most any label has.
+pub const MAX_DIGITS: usize = 128;
+/// The largest modulus a wire may have: the largest prime below 2^12 whose
+/// labels still hold 120 bits (3181^11 > 2^120; the primes 3187..4093 only
+/// fit 10 digits, under 120 bits).
+pub const MAX_MODULUS: u16 = 3181;
+/// Bound on the input modulus of a projection gate (the garbler keeps one
+/// table of this many entries on its stack while garbling a gate).
+pub const MAX_PROJECTION_INPUT: u16 = 1024;
+
+/// A prime modulus of a wire, with its label geometry and reduction
+/// constants. Cheap to copy; compare with `==`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Modulus {
+    p: u16,
+    digits: u8,
+    /// Digits per 64-bit packing chunk: the largest `c` with `p^c < 2^64`.
+    chunk_digits: u8,
+    /// `p^chunk_digits`.
+    chunk_pow: u64,
+    /// `p^digits` (the number of labels), saturating at `u128::MAX` for p = 2.
+    label_count_minus_one: u128,
+    /// Barrett constant `floor(2^32 / p)` for reducing products `< 2^24`.
+    barrett: u64,
+}
+
+impl core::fmt::Debug for Modulus {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Modulus({})", self.p)
+    }
+}
+
+/// Whether `n` is prime (trial division; moduli are public).
+pub const fn is_prime(n: u16) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2u32;
+    while d * d <= n as u32 {
+        if n as u32 % d == 0 {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+impl Modulus {
+    /// The prime `p` as a modulus.
+    ///
+    /// Fails with [`Error::NotPrime`] for a composite (or 0, 1), and with
+    /// [`Error::UnsupportedModulus`] above [`MAX_MODULUS`] or where a label
+    /// would hold fewer than 120 bits (a few primes in 370..4093).
+    ///
+    /// ```
+    /// use dash_core::{Modulus, Error};
+    /// let m = Modulus::new(17)?;
+    /// assert_eq!(m.digits(), 31);
+    /// assert_eq!(Modulus::new(86), Err(Error::NotPrime(86)));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub const fn new(p: u16) -> Result<Modulus, Error> {
+        if p > MAX_MODULUS {
+            return Err(Error::UnsupportedModulus(p));
+        }
+        if !is_prime(p) {
+            return Err(Error::NotPrime(p));
+        }
+        // digits: the largest n with p^n <= 2^128, i.e. p^n - 1 <= u128::MAX.
+        let mut digits = 0u8;
+        let mut pow: u128 = 1; // p^digits, while it fits
+        let mut saturated = false;
+        loop {
+            match pow.checked_mul(p as u128) {
+                Some(next) => {
+                    pow = next;
+                    digits += 1;
+                }
+                None => {
+                    // p^(digits+1) > 2^128 - 1; it may still equal 2^128 (p = 2).
+                    if p == 2 {
+                        digits += 1;
+                        saturated = true;
+                    }
+                    break;
+                }
+            }
+        }
+        // Entropy: p^digits >= 2^120.
+        if !saturated && pow < (1u128 << 120) {
+            return Err(Error::UnsupportedModulus(p));
+        }
+        let mut chunk_digits = 0u8;
+        let mut chunk_pow: u64 = 1;
+        loop {
+            match chunk_pow.checked_mul(p as u64) {
+                Some(next) if next != u64::MAX => {
+                    chunk_pow = next;
+                    chunk_digits += 1;
+                }
+                _ => break,
+            }
+        }
+        Ok(Modulus {
+            p,
+            digits,
+            chunk_digits,
+            chunk_pow,
+            label_count_minus_one: if saturated { u128::MAX } else { pow - 1 },
+            barrett: (1u64 << 32) / p as u64,
+        })
+    }
+
+    /// The prime itself.
+    #[inline]
+    pub const fn value(self) -> u16 {
+        self.p
+    }
+
+    /// Digits in a label: `floor(128 / log2 p)`.
+    #[inline]
+    pub const fn digits(self) -> usize {
+        self.digits as usize
+    }
+
+    /// Bits of entropy of a uniformly random label, `digits * log2 p`,
+    /// rounded down (at least 120 for every supported modulus).
+    pub fn entropy_bits(self) -> u32 {
+        // floor(digits * log2 p) without floats: the bit length of p^digits - 1.
+        128 - self.label_count_minus_one.leading_zeros()
+    }
+
+    pub(crate) const fn chunk_digits(self) -> usize {
+        self.chunk_digits as usize
+    }
+
+    pub(crate) const fn chunk_pow(self) -> u64 {
+        self.chunk_pow
+    }
+
+    /// The largest packed value of a label, `p^digits - 1`.
+    pub(crate) const fn max_packed(self) -> u128 {
+        self.label_count_minus_one
+    }
+
+    /// `x mod p` for `x < 2^24`, without division or branches.
+    #[inline(always)]
+    pub const fn reduce(self, x: u32) -> u16 {
+        let q = ((x as u64 * self.barrett) >> 32) as u32;
+        let r = x - q * self.p as u32; // in [0, 2p)
+        reduce_once(r, self.p as u32) as u16
+    }
+
+    /// `(a + b) mod p` for reduced `a`, `b`.
+    #[inline(always)]
+    pub const fn add(self, a: u16, b: u16) -> u16 {
+        reduce_once(a as u32 + b as u32, self.p as u32) as u16
+    }
+
+    /// `(a - b) mod p` for reduced `a`, `b`.
+    #[inline(always)]
+    pub const fn sub(self, a: u16, b: u16) -> u16 {
+        reduce_once(a as u32 + self.p as u32 - b as u32, self.p as u32) as u16
+    }
+
+    /// `-a mod p` for reduced `a`.
+    #[inline(always)]
+    pub const fn neg(self, a: u16) -> u16 {
+        self.sub(0, a)
+    }
+
+    /// `(a * b) mod p` for reduced `a`, `b`.
+    #[inline(always)]
+    pub const fn mul(self, a: u16, b: u16) -> u16 {
+        self.reduce(a as u32 * b as u32)
+    }
+
+    /// `(a * b + c) mod p` for reduced `a`, `b`, `c`.
+    #[inline(always)]
+    pub const fn mul_add(self, a: u16, b: u16, c: u16) -> u16 {
+        self.reduce(a as u32 * b as u32 + c as u32)
+    }
+
+    /// The multiplicative inverse of `a` mod p (`None` for 0). Public values
+    /// only: it loops a data-dependent number of times.
+    pub fn inverse(self, a: u16) -> Option<u16> {
+        let a = a % self.p;
+        if a == 0 {
+            return None;
+        }
+        // Fermat: a^(p-2).
+        let mut result = 1u16;
+        let mut base = a;
+        let mut e = self.p as u32 - 2;
+        while e > 0 {
+            if e & 1 == 1 {
+                result = self.mul(result, base);
+            }
+            base = self.mul(base, base);
+            e >>= 1;
+        }
+        Some(result)
+    }
+}
+
+/// `r mod p` for `r < 2p`, by a mask rather than a branch.
+#[inline(always)]
+pub(crate) const fn reduce_once(r: u32, p: u32) -> u32 {
+    let t = r.wrapping_sub(p);
+    // t's top bit is set iff r < p; then add p back.
+    let mask = 0u32.wrapping_sub(t >> 31);
+    t.wrapping_add(p & mask)
+}
+
+/// The first `k` primes, as a convenience for CRT bases.
+pub const SMALL_PRIMES: [u16; 16] = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn primes_accepted_composites_rejected() {
+        for n in 0u16..=600 {
+            let r = Modulus::new(n);
+            if is_prime(n) && n <= 256 {
+                let m = r.expect("every prime up to 256 is supported");
+                assert_eq!(m.value(), n);
+            } else if is_prime(n) {
+                assert!(r.is_ok() || r == Err(Error::UnsupportedModulus(n)));
+            } else {
+                assert_eq!(r, Err(Error::NotPrime(n)));
+            }
+        }
+        assert_eq!(Modulus::new(4099), Err(Error::UnsupportedModulus(4099)));
+        assert_eq!(Modulus::new(4093), Err(Error::UnsupportedModulus(4093)));
+        assert_eq!(Modulus::new(373), Err(Error::UnsupportedModulus(373)));
+        assert_eq!(Modulus::new(86), Err(Error::NotPrime(86)));
+    }
+
+    #[test]
+    fn digits_and_entropy() {
+        let expect = [(2u16, 128usize), (3, 80), (5, 55), (7, 45), (11, 37), (13, 34), (17, 31), (251, 16)];
+        for (p, n) in expect {
+            assert_eq!(Modulus::new(p).unwrap().digits(), n, "p = {p}");
+        }
+        for p in 2..=MAX_MODULUS {
+            if let Ok(m) = Modulus::new(p) {
+                assert!(m.entropy_bits() >= 120, "p = {p}");
+                // p^digits <= 2^128 < p^(digits+1)
+                let lp = (p as f64).log2();
+                assert_eq!(m.digits(), (128.0 / lp).floor() as usize, "p = {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn arithmetic_matches_naive_exhaustively_for_small_primes() {
+        for p in [2u16, 3, 5, 7, 11, 13, 17, 31] {
+            let m = Modulus::new(p).unwrap();
+            for a in 0..p {
+                assert_eq!(m.neg(a), (p - a) % p);
+                for b in 0..p {
+                    assert_eq!(m.add(a, b), (a + b) % p);
+                    assert_eq!(m.sub(a, b), (a + p - b) % p);
+                    assert_eq!(m.mul(a, b) as u32, (a as u32 * b as u32) % p as u32);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn barrett_reduce_is_exact_on_its_whole_domain_edges() {
+        for p in [2u16, 3, 251, 919, 3181] {
+            let m = Modulus::new(p).unwrap();
+            for x in (0u32..1 << 24).step_by(997).chain((1 << 24) - 5000..1 << 24) {
+                assert_eq!(m.reduce(x) as u32, x % p as u32);
+            }
+        }
+    }
+
+    #[test]
+    fn inverses() {
+        for p in [2u16, 3, 17, 251, 3181] {
+            let m = Modulus::new(p).unwrap();
+            assert_eq!(m.inverse(0), None);
+            for a in 1..p.min(300) {
+                assert_eq!(m.mul(a, m.inverse(a).unwrap()), 1);
+            }
+        }
+    }
+}

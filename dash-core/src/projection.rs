@@ -1,0 +1,329 @@
+//! Projection gates `φ: Z_m → Z_n` with row reduction, and the row
+//! machinery they share with the multiply-by-bit gate.
+//!
+//! **Garbling.** For an input wire with zero label `A` (colour `a`) the
+//! garbler walks the `m` input labels in *colour* order, `K_c = A + (c - a)·Δ_m`,
+//! so that row `c` is the row the evaluator opens when its label has colour
+//! `c`. Row 0 is implicit: the output zero label is chosen so that the
+//! evaluator's row-0 output is `from_hash(H(t, K_0))`. Rows `1..m` are
+//! `pack(out_c) ⊕ H(t, K_c)`: a one-time pad over the injective 128-bit
+//! packing, so each ciphertext is 16 bytes and statistically hides its row.
+//!
+//! **Constant time.** The colour `a` is secret (it would tell the evaluator's
+//! value from its colour). Walking in colour order makes the row position
+//! public, so the only secret-indexed step is reading `φ(c - a)`; the table is
+//! rotated by `a` with a constant-time barrel shifter (one conditional
+//! rotation per bit of `a`) before the walk. `φ`'s values are only ever
+//! multiplied into `Δ_n`, never used as indices or branch conditions, so the
+//! table itself may be secret (the multiply-by-bit gate uses that).
+
+use crate::block::Block;
+use crate::delta::{Delta, ZeroLabel};
+use crate::error::Error;
+use crate::hash::{FixedKeyHash, HASH_LANES, Tweak};
+use crate::label::Label;
+use crate::material::{MaterialSink, MaterialSource};
+use crate::modulus::{MAX_PROJECTION_INPUT, Modulus};
+use subtle::{Choice, ConditionallySelectable};
+use zeroize::Zeroize;
+
+/// Ciphertexts a projection with input modulus `m` costs: `m - 1`.
+pub const fn projection_rows(input: Modulus) -> usize {
+    input.value() as usize - 1
+}
+
+/// Garbles the rows keyed by the labels of a wire whose colour-0 label is
+/// `key0`. `offset(c, out)` must add the row-`c` output offset into `out`
+/// (with `offset(0, ·)` adding nothing); it is called with public `c` only.
+/// Returns `R_0 = from_hash(H(t, key0))`: row `c` then decrypts to
+/// `R_0 + offset(c)`.
+pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
+    hash: &FixedKeyHash,
+    tweak: Tweak,
+    key0: &Label,
+    delta_in: &Delta,
+    out_modulus: Modulus,
+    mut offset: impl FnMut(usize, &mut Label),
+    sink: &mut S,
+) -> Result<Label, Error> {
+    let m = key0.modulus().value() as usize;
+    let mut key = key0.clone();
+    let mut r0 = Label::zero(out_modulus);
+    let mut keys = [Block::ZERO; HASH_LANES];
+    let mut rows = [Block::ZERO; HASH_LANES];
+    let mut out = Label::zero(out_modulus);
+    let mut c = 0;
+    while c < m {
+        let len = HASH_LANES.min(m - c);
+        for k in keys[..len].iter_mut() {
+            *k = key.to_block();
+            key.add_assign_unchecked(delta_in.as_label());
+        }
+        hash.hash_batch_same_tweak(tweak, &mut keys[..len]);
+        let mut written = 0;
+        for (i, h) in keys[..len].iter().enumerate() {
+            let row = c + i;
+            if row == 0 {
+                r0 = Label::from_hash(out_modulus, *h);
+            } else {
+                out.clone_from(&r0);
+                offset(row, &mut out);
+                rows[written] = out.to_block() ^ *h;
+                written += 1;
+            }
+        }
+        sink.put_rows(&rows[..written])?;
+        c += len;
+    }
+    key.zeroize();
+    out.zeroize();
+    keys.zeroize();
+    Ok(r0)
+}
+
+/// The evaluator's side of [`garble_rows`]: consumes the `m - 1` rows and
+/// decrypts the one its label's colour selects.
+pub(crate) fn evaluate_rows<S: MaterialSource + ?Sized>(
+    hash: &FixedKeyHash,
+    tweak: Tweak,
+    key: &Label,
+    out_modulus: Modulus,
+    source: &mut S,
+) -> Result<Label, Error> {
+    let m = key.modulus().value() as usize;
+    let rows = source.next_rows(m - 1)?;
+    let h = hash.hash(tweak, key.to_block());
+    match key.colour() {
+        0 => Ok(Label::from_hash(out_modulus, h)),
+        c => Label::from_block(out_modulus, rows[c as usize - 1] ^ h),
+    }
+}
+
+/// Rotates `table[..m]` right by the secret `amount < m` (`out[c] = in[c - amount]`)
+/// without any secret-dependent branch or index.
+fn rotate_constant_time(table: &mut [u16], scratch: &mut [u16], amount: u16) {
+    let m = table.len();
+    let mut bit = 0;
+    while (1usize << bit) < m {
+        let shift = (1usize << bit) % m;
+        let choice = Choice::from(((amount >> bit) & 1) as u8);
+        for (j, s) in scratch.iter_mut().enumerate() {
+            *s = table[(j + m - shift) % m];
+        }
+        for (t, s) in table.iter_mut().zip(scratch.iter()) {
+            t.conditional_assign(s, choice);
+        }
+        bit += 1;
+    }
+}
+
+/// Garbles a projection gate `φ: Z_m → Z_n` on the input wire with zero
+/// label `input` and writes its `m - 1` rows to `sink`. Returns the output
+/// wire's zero label.
+///
+/// `table(x)` is reduced mod n. Moduli must match the offsets, and `m` must
+/// not exceed [`MAX_PROJECTION_INPUT`].
+///
+/// ```
+/// use dash_core::{projection, Block, Delta, FixedKeyHash, Modulus, SliceSink, SliceSource, Tweak, Domain, ZeroLabel};
+/// # use rand_core::SeedableRng;
+/// # let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+/// let (m5, m7) = (Modulus::new(5)?, Modulus::new(7)?);
+/// let (d5, d7) = (Delta::random(m5, &mut rng), Delta::random(m7, &mut rng));
+/// let hash = FixedKeyHash::new();
+/// let tweak = Tweak::new(Domain::Projection, 0, 0);
+/// let input = ZeroLabel::random(m5, &mut rng);
+/// let square = |x: u16| x * x; // reduced mod 7 by the gate
+/// let mut rows = [Block::ZERO; 4];
+/// let out = projection::garble(&hash, tweak, &input, &d5, &d7, square, &mut SliceSink::new(&mut rows))?;
+/// // The evaluator holds the label of x = 3 and learns the label of 9 mod 7 = 2.
+/// let got = projection::evaluate(&hash, tweak, &input.encode(3, &d5)?, m7, &mut SliceSource::new(&rows))?;
+/// assert_eq!(got.to_block(), out.encode(2, &d7)?.to_block());
+/// # Ok::<(), dash_core::Error>(())
+/// ```
+pub fn garble<S: MaterialSink + ?Sized>(
+    hash: &FixedKeyHash,
+    tweak: Tweak,
+    input: &ZeroLabel,
+    delta_in: &Delta,
+    delta_out: &Delta,
+    table: impl Fn(u16) -> u16,
+    sink: &mut S,
+) -> Result<ZeroLabel, Error> {
+    let m_in = input.modulus();
+    let n = delta_out.modulus();
+    if delta_in.modulus() != m_in {
+        return Err(Error::ModulusMismatch { left: m_in.value(), right: delta_in.modulus().value() });
+    }
+    if m_in.value() > MAX_PROJECTION_INPUT {
+        return Err(Error::ProjectionInputTooLarge(m_in.value()));
+    }
+    let m = m_in.value() as usize;
+    let mut rotated = [0u16; MAX_PROJECTION_INPUT as usize];
+    let mut scratch = [0u16; MAX_PROJECTION_INPUT as usize];
+    for (x, t) in rotated[..m].iter_mut().enumerate() {
+        *t = n.reduce(table(x as u16) as u32);
+    }
+    let a = input.as_label().colour();
+    rotate_constant_time(&mut rotated[..m], &mut scratch[..m], a);
+    // rotated[c] = φ(c - a): the output for the label of colour c.
+    let mut key0 = input.as_label().clone();
+    key0.add_scaled_unchecked(delta_in.as_label(), m_in.sub(0, a));
+    let first = rotated[0];
+    let result = garble_rows(
+        hash,
+        tweak,
+        &key0,
+        delta_in,
+        n,
+        |c, out| out.add_scaled_unchecked(delta_out.as_label(), n.sub(rotated[c], first)),
+        sink,
+    );
+    key0.zeroize();
+    scratch.zeroize();
+    let mut r0 = result?;
+    // C = R_0 - φ(-a)·Δ_n, so that row c holds C + φ(c - a)·Δ_n.
+    r0.add_scaled_unchecked(delta_out.as_label(), n.neg(first));
+    rotated.zeroize();
+    Ok(ZeroLabel::new(r0))
+}
+
+/// Evaluates a projection gate: reads its `m - 1` rows from `source` and
+/// returns the output label for the input label `input`.
+///
+/// Fails with [`Error::SourceExhausted`] if the rows are missing and with
+/// [`Error::InvalidLabelEncoding`] if the selected row does not decrypt to a
+/// label (tampered material).
+pub fn evaluate<S: MaterialSource + ?Sized>(
+    hash: &FixedKeyHash,
+    tweak: Tweak,
+    input: &Label,
+    out_modulus: Modulus,
+    source: &mut S,
+) -> Result<Label, Error> {
+    if input.modulus().value() > MAX_PROJECTION_INPUT {
+        return Err(Error::ProjectionInputTooLarge(input.modulus().value()));
+    }
+    evaluate_rows(hash, tweak, input, out_modulus, source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::Domain;
+    use crate::material::{SliceSink, SliceSource};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::{Rng, SeedableRng};
+
+    #[test]
+    fn constant_time_rotation_rotates() {
+        for m in [2usize, 3, 5, 17, 97, 251] {
+            let table: [u16; 251] = core::array::from_fn(|i| i as u16 * 3 + 1);
+            for a in 0..m {
+                let mut t = [0u16; 251];
+                t[..m].copy_from_slice(&table[..m]);
+                let mut s = [0u16; 251];
+                rotate_constant_time(&mut t[..m], &mut s[..m], a as u16);
+                for c in 0..m {
+                    assert_eq!(t[c], table[(c + m - a) % m]);
+                }
+            }
+        }
+    }
+
+    fn roundtrip(rng: &mut ChaCha20Rng, p_in: u16, p_out: u16, exhaustive: bool) {
+        let (mi, mo) = (Modulus::new(p_in).unwrap(), Modulus::new(p_out).unwrap());
+        let (di, dout) = (Delta::random(mi, rng), Delta::random(mo, rng));
+        let hash = FixedKeyHash::new();
+        let table: [u16; 1024] = core::array::from_fn(|_| (rng.next_u32() % p_out as u32) as u16);
+        let phi = |x: u16| table[x as usize];
+        let tweak = Tweak::new(Domain::Projection, rng.next_u64(), 0);
+        let input = ZeroLabel::random(mi, rng);
+        let mut rows = [Block::ZERO; 1024];
+        let mut sink = SliceSink::new(&mut rows);
+        let out = garble(&hash, tweak, &input, &di, &dout, phi, &mut sink).unwrap();
+        assert_eq!(sink.len(), p_in as usize - 1);
+        let xs: &mut dyn Iterator<Item = u16> =
+            if exhaustive { &mut (0..p_in) } else { &mut (0..8).map(|_| (rng.next_u32() % p_in as u32) as u16) };
+        for x in xs {
+            let label = input.encode(x, &di).unwrap();
+            let mut src = SliceSource::new(&rows[..p_in as usize - 1]);
+            let got = evaluate(&hash, tweak, &label, mo, &mut src).unwrap();
+            let want = out.encode(phi(x), &dout).unwrap();
+            assert_eq!(got.to_block(), want.to_block(), "p_in {p_in} p_out {p_out} x {x}");
+        }
+    }
+
+    #[test]
+    fn exhaustive_for_primes_up_to_31() {
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let small: [u16; 11] = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31];
+        for &p in &small {
+            for &q in &small {
+                roundtrip(&mut rng, p, q, true);
+            }
+        }
+    }
+
+    #[test]
+    fn random_inputs_for_every_prime_up_to_251() {
+        let mut rng = ChaCha20Rng::seed_from_u64(12);
+        for p in (2..=251u16).filter(|&p| crate::modulus::is_prime(p)) {
+            let q = [2u16, 17, 251, 3181][(p % 4) as usize];
+            roundtrip(&mut rng, p, q, p <= 31);
+        }
+        roundtrip(&mut rng, 919, 3, false);
+    }
+
+    #[test]
+    fn rejects_oversized_inputs_and_mismatched_offsets() {
+        let mut rng = ChaCha20Rng::seed_from_u64(13);
+        let hash = FixedKeyHash::new();
+        let m = Modulus::new(1031).unwrap();
+        let d = Delta::random(m, &mut rng);
+        let z = ZeroLabel::random(m, &mut rng);
+        let t = Tweak::new(Domain::Projection, 0, 0);
+        let mut sink = crate::material::CountingSink::default();
+        assert_eq!(garble(&hash, t, &z, &d, &d, |x| x, &mut sink).unwrap_err(), Error::ProjectionInputTooLarge(1031));
+        let m3 = Modulus::new(3).unwrap();
+        let d3 = Delta::random(m3, &mut rng);
+        assert!(matches!(garble(&hash, t, &z, &d3, &d3, |x| x, &mut sink), Err(Error::ModulusMismatch { .. })));
+        let mut src = SliceSource::new(&[]);
+        let l = Label::zero(m3);
+        assert_eq!(evaluate(&hash, t, &l, m3, &mut src).unwrap_err(), Error::SourceExhausted);
+    }
+
+    #[test]
+    fn tampered_rows_never_yield_a_wrong_valid_label() {
+        let mut rng = ChaCha20Rng::seed_from_u64(14);
+        let (mi, mo) = (Modulus::new(5).unwrap(), Modulus::new(7).unwrap());
+        let (di, dout) = (Delta::random(mi, &mut rng), Delta::random(mo, &mut rng));
+        let hash = FixedKeyHash::new();
+        let tweak = Tweak::new(Domain::Projection, 9, 0);
+        let input = ZeroLabel::random(mi, &mut rng);
+        let mut rows = [Block::ZERO; 4];
+        let out = garble(&hash, tweak, &input, &di, &dout, |x| x + 1, &mut SliceSink::new(&mut rows)).unwrap();
+        for row in 0..4 {
+            for bit in 0..128 {
+                let mut bad = rows;
+                bad[row].0 ^= 1 << bit;
+                for x in 0..5u16 {
+                    let label = input.encode(x, &di).unwrap();
+                    match evaluate(&hash, tweak, &label, mo, &mut SliceSource::new(&bad)) {
+                        Err(e) => assert_eq!(e, Error::InvalidLabelEncoding),
+                        Ok(got) => {
+                            // Either the row was not the one opened (correct
+                            // result), or the result is no valid label at all.
+                            let valid: Option<u16> =
+                                (0..7).find(|&y| out.encode(y, &dout).unwrap().to_block() == got.to_block());
+                            assert!(valid.is_none() || valid == Some((x + 1) % 7));
+                            if label.colour() as usize == row + 1 {
+                                assert!(valid.is_none());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! `dashgc`: the Dash command-line tool.
+fn main() {
+    println!("dashgc");
+}
