@@ -67,6 +67,7 @@ pub mod crt;
 pub mod delta;
 pub mod error;
 pub mod evaluator;
+pub mod gadgets;
 pub mod garbler;
 pub mod hash;
 pub mod label;
