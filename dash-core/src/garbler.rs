@@ -293,7 +293,7 @@ impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
             &key0,
             delta_x,
             p,
-            |c, out| out.add_scaled_unchecked(b0, p.neg(p.reduce(c as u32))),
+            |c, r0, out| out.set_scaled_sum(r0, b0, p.neg(p.reduce(c as u32))),
             &mut self.sink,
         );
         zeroize::Zeroize::zeroize(&mut key0);

@@ -9,7 +9,7 @@
 
 use crate::block::Block;
 use crate::error::Error;
-use crate::modulus::{MAX_DIGITS, Modulus, reduce_once};
+use crate::modulus::{MAX_DIGITS, MAX_SHORT_MODULUS, Modulus, reduce_once16};
 use rand_core::CryptoRng;
 use subtle::{Choice, ConstantTimeEq};
 use zeroize::Zeroize;
@@ -114,31 +114,64 @@ impl Label {
     }
 
     /// `self += other` where the moduli are known to agree.
+    ///
+    /// The digit loops below run over the `n` digits of the modulus (public)
+    /// in 16-bit lanes, which the compiler vectorises; every reduction is a
+    /// mask, never a branch.
     #[inline]
     pub(crate) fn add_assign_unchecked(&mut self, other: &Label) {
-        let p = self.modulus.value() as u32;
-        for (a, &b) in self.digits.iter_mut().zip(other.digits.iter()) {
-            *a = reduce_once(*a as u32 + b as u32, p) as u16;
+        let p = self.modulus.value();
+        let n = self.modulus.digits();
+        for (a, &b) in self.digits[..n].iter_mut().zip(other.digits[..n].iter()) {
+            *a = reduce_once16(*a + b, p);
         }
     }
 
     /// `self -= other` where the moduli are known to agree.
     #[inline]
     pub(crate) fn sub_assign_unchecked(&mut self, other: &Label) {
-        let p = self.modulus.value() as u32;
-        for (a, &b) in self.digits.iter_mut().zip(other.digits.iter()) {
-            *a = reduce_once(*a as u32 + p - b as u32, p) as u16;
+        let p = self.modulus.value();
+        let n = self.modulus.digits();
+        for (a, &b) in self.digits[..n].iter_mut().zip(other.digits[..n].iter()) {
+            *a = reduce_once16(*a + p - b, p);
         }
     }
 
     /// `self += c * other` where the moduli are known to agree; constant-time
-    /// in `c`.
+    /// in `c` (the garbler multiplies by secret table entries).
     #[inline]
     pub(crate) fn add_scaled_unchecked(&mut self, other: &Label, c: u16) {
         let m = self.modulus;
+        let n = m.digits();
         let c = m.reduce(c as u32);
-        for (a, &b) in self.digits.iter_mut().zip(other.digits.iter()) {
-            *a = m.mul_add(b, c, *a);
+        if m.value() <= MAX_SHORT_MODULUS {
+            // a*c + b < 251*250 + 250 < 2^16: 16-bit lanes throughout.
+            for (a, &b) in self.digits[..n].iter_mut().zip(other.digits[..n].iter()) {
+                *a = m.reduce16(b * c + *a);
+            }
+        } else {
+            for (a, &b) in self.digits[..n].iter_mut().zip(other.digits[..n].iter()) {
+                *a = m.mul_add(b, c, *a);
+            }
+        }
+    }
+
+    /// `self = base + c * other` (all three of one modulus, known to agree);
+    /// constant-time in `c`. Writes only the `n` live digits.
+    #[inline]
+    pub(crate) fn set_scaled_sum(&mut self, base: &Label, other: &Label, c: u16) {
+        let m = self.modulus;
+        let n = m.digits();
+        let c = m.reduce(c as u32);
+        let digits = self.digits[..n].iter_mut().zip(base.digits[..n].iter().zip(other.digits[..n].iter()));
+        if m.value() <= MAX_SHORT_MODULUS {
+            for (a, (&b, &o)) in digits {
+                *a = m.reduce16(o * c + b);
+            }
+        } else {
+            for (a, (&b, &o)) in digits {
+                *a = m.mul_add(o, c, b);
+            }
         }
     }
 
@@ -148,28 +181,22 @@ impl Label {
     /// packing is multiply-add only.
     pub fn to_block(&self) -> Block {
         let m = self.modulus;
-        let n = m.digits();
-        let c = m.chunk_digits();
         let p = m.value() as u64;
-        let chunk_pow = m.chunk_pow() as u128;
-        // Up to three chunks of `c` digits; Horner within each in u64, then
-        // combine the chunks in u128 from the most significant down.
-        let mut acc: u128 = 0;
-        let chunks = n.div_ceil(c);
-        let mut j = chunks;
-        while j > 0 {
-            j -= 1;
-            let lo = j * c;
-            let hi = if lo + c < n { lo + c } else { n };
-            let mut g: u64 = 0;
-            let mut i = hi;
-            while i > lo {
-                i -= 1;
-                g = g * p + self.digits[i] as u64;
-            }
-            acc = acc.wrapping_mul(chunk_pow).wrapping_add(g as u128);
+        let c = m.chunk_digits();
+        let n = m.digits();
+        let d = &self.digits;
+        // Up to three chunks of at most `c` digits (each packs below 2^64),
+        // combined in u128 (exact: the total is below 2^128). The chunk
+        // boundaries depend only on the modulus.
+        let g0 = horner(&d[..c.min(n)], p) as u128;
+        if n <= c {
+            return Block(g0);
         }
-        Block(acc)
+        let chunk_pow = m.chunk_pow() as u128;
+        let mid_end = (2 * c).min(n);
+        let g1 = horner(&d[c..mid_end], p) as u128;
+        let high = if mid_end < n { horner(&d[mid_end..n], p) as u128 * chunk_pow + g1 } else { g1 };
+        Block(high.wrapping_mul(chunk_pow).wrapping_add(g0))
     }
 
     /// The label whose packing is `block` (the inverse of [`Label::to_block`]).
@@ -184,19 +211,24 @@ impl Label {
         }
         let n = modulus.digits();
         let c = modulus.chunk_digits();
-        let p = modulus.value() as u64;
         let chunk_pow = modulus.chunk_pow() as u128;
         let mut label = Label::zero(modulus);
         let mut rest = v;
         let mut lo = 0;
         while lo < n {
-            let (g, next) = if lo + c < n { ((rest % chunk_pow) as u64, rest / chunk_pow) } else { (rest as u64, 0) };
-            rest = next;
             let hi = if lo + c < n { lo + c } else { n };
-            let mut g = g;
+            let mut g = if hi < n {
+                let q = rest / chunk_pow;
+                let g = (rest - q * chunk_pow) as u64;
+                rest = q;
+                g
+            } else {
+                rest as u64
+            };
             for d in label.digits[lo..hi].iter_mut() {
-                *d = (g % p) as u16;
-                g /= p;
+                let (q, r) = modulus.div_rem_u64(g);
+                *d = r;
+                g = q;
             }
             lo = hi;
         }
@@ -223,6 +255,31 @@ impl Label {
         }
         label
     }
+}
+
+/// `sum_i digits[i] p^i` for a chunk whose value is below 2^64. Horner four
+/// digits at a time (p^4 < 2^48): the dependency chain is a quarter as long
+/// and the inner products are independent.
+#[inline(always)]
+fn horner(digits: &[u16], p: u64) -> u64 {
+    let (p2, p3) = (p * p, p * p * p);
+    let p4 = p2 * p2;
+    let mut g: u64 = 0;
+    let mut i = digits.len();
+    while i >= 4 {
+        i -= 4;
+        let q: &[u16; 4] = match digits[i..].first_chunk() {
+            Some(q) => q,
+            None => break,
+        };
+        let inner = q[3] as u64 * p3 + q[2] as u64 * p2 + q[1] as u64 * p + q[0] as u64;
+        g = g * p4 + inner;
+    }
+    while i > 0 {
+        i -= 1;
+        g = g * p + digits[i] as u64;
+    }
+    g
 }
 
 impl ConstantTimeEq for Label {

@@ -32,7 +32,17 @@ pub struct Modulus {
     label_count_minus_one: u128,
     /// Barrett constant `floor(2^32 / p)` for reducing products `< 2^24`.
     barrett: u64,
+    /// Barrett constant `floor(2^16 / p)` for 16-bit lanes (`p <= 251`).
+    barrett16: u16,
+    /// Multiplier and shift dividing any `u64` by `p` without a `div`
+    /// instruction (the branch-free round-up method).
+    div_magic: u64,
+    div_shift: u8,
 }
+
+/// The largest modulus whose digit products `a*b + c` fit 16 bits, so digit
+/// arithmetic runs in 16-bit vector lanes.
+pub const MAX_SHORT_MODULUS: u16 = 251;
 
 impl core::fmt::Debug for Modulus {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -47,7 +57,7 @@ pub const fn is_prime(n: u16) -> bool {
     }
     let mut d = 2u32;
     while d * d <= n as u32 {
-        if n as u32 % d == 0 {
+        if (n as u32).is_multiple_of(d) {
             return false;
         }
         d += 1;
@@ -118,6 +128,9 @@ impl Modulus {
             chunk_pow,
             label_count_minus_one: if saturated { u128::MAX } else { pow - 1 },
             barrett: (1u64 << 32) / p as u64,
+            barrett16: ((1u32 << 16) / p as u32) as u16,
+            div_magic: div_magic(p as u64).0,
+            div_shift: div_magic(p as u64).1,
         })
     }
 
@@ -159,6 +172,23 @@ impl Modulus {
         let q = ((x as u64 * self.barrett) >> 32) as u32;
         let r = x - q * self.p as u32; // in [0, 2p)
         reduce_once(r, self.p as u32) as u16
+    }
+
+    /// `x mod p` for `x < 2^16` and `p <= MAX_SHORT_MODULUS`, in 16-bit
+    /// arithmetic (vectorises to 16-bit lanes).
+    #[inline(always)]
+    pub(crate) const fn reduce16(self, x: u16) -> u16 {
+        let q = ((x as u32 * self.barrett16 as u32) >> 16) as u16;
+        reduce_once16(x.wrapping_sub(q.wrapping_mul(self.p)), self.p)
+    }
+
+    /// `(n / p, n mod p)` for any `u64`, by multiplication (constant-time).
+    #[inline(always)]
+    pub const fn div_rem_u64(self, n: u64) -> (u64, u16) {
+        let q = ((self.div_magic as u128 * n as u128) >> 64) as u64;
+        let t = ((n - q) >> 1) + q;
+        let quotient = t >> self.div_shift;
+        (quotient, (n - quotient * self.p as u64) as u16)
     }
 
     /// `(a + b) mod p` for reduced `a`, `b`.
@@ -211,6 +241,32 @@ impl Modulus {
         }
         Some(result)
     }
+}
+
+/// The multiplier and shift for dividing `u64`s by `d >= 2`: the quotient
+/// is `(((n - h) >> 1) + h) >> shift` with `h = mulhi(n, magic)`.
+const fn div_magic(d: u64) -> (u64, u8) {
+    let floor_log2 = 63 - d.leading_zeros();
+    if d.is_power_of_two() {
+        return (0, (floor_log2 - 1) as u8);
+    }
+    let numerator: u128 = 1u128 << (64 + floor_log2);
+    let proposed = (numerator / d as u128) as u64;
+    let rem = (numerator % d as u128) as u64;
+    let mut m = proposed.wrapping_add(proposed);
+    let twice_rem = rem.wrapping_add(rem);
+    if twice_rem >= d || twice_rem < rem {
+        m = m.wrapping_add(1);
+    }
+    (m.wrapping_add(1), floor_log2 as u8)
+}
+
+/// `r mod p` for `r < 2p < 2^15`, by a mask rather than a branch.
+#[inline(always)]
+pub(crate) const fn reduce_once16(r: u16, p: u16) -> u16 {
+    let t = r.wrapping_sub(p);
+    let mask = ((t as i16) >> 15) as u16;
+    t.wrapping_add(p & mask)
 }
 
 /// `r mod p` for `r < 2p`, by a mask rather than a branch.
@@ -285,6 +341,35 @@ mod tests {
             let m = Modulus::new(p).unwrap();
             for x in (0u32..1 << 24).step_by(997).chain((1 << 24) - 5000..1 << 24) {
                 assert_eq!(m.reduce(x) as u32, x % p as u32);
+            }
+        }
+    }
+
+    #[test]
+    fn division_by_multiplication_is_exact() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for p in (2..=MAX_MODULUS).filter(|&p| is_prime(p)) {
+            let Ok(m) = Modulus::new(p) else { continue };
+            for n in [0u64, 1, p as u64 - 1, p as u64, u64::MAX, u64::MAX - 1, 1 << 63, (1 << 63) - 1] {
+                assert_eq!(m.div_rem_u64(n), (n / p as u64, (n % p as u64) as u16), "p {p} n {n}");
+            }
+            for _ in 0..200 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                for n in [x, x >> 20, x >> 40] {
+                    assert_eq!(m.div_rem_u64(n), (n / p as u64, (n % p as u64) as u16), "p {p} n {n}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reduce16_exhaustive_for_short_moduli() {
+        for p in (2..=MAX_SHORT_MODULUS).filter(|&p| is_prime(p)) {
+            let m = Modulus::new(p).unwrap();
+            for x in 0..=u16::MAX {
+                assert_eq!(m.reduce16(x), x % p);
             }
         }
     }

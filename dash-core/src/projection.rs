@@ -24,7 +24,7 @@ use crate::hash::{FixedKeyHash, HASH_LANES, Tweak};
 use crate::label::Label;
 use crate::material::{MaterialSink, MaterialSource};
 use crate::modulus::{MAX_PROJECTION_INPUT, Modulus};
-use subtle::{Choice, ConditionallySelectable};
+use subtle::Choice;
 use zeroize::Zeroize;
 
 /// Ciphertexts a projection with input modulus `m` costs: `m - 1`.
@@ -33,17 +33,16 @@ pub const fn projection_rows(input: Modulus) -> usize {
 }
 
 /// Garbles the rows keyed by the labels of a wire whose colour-0 label is
-/// `key0`. `offset(c, out)` must add the row-`c` output offset into `out`
-/// (with `offset(0, ·)` adding nothing); it is called with public `c` only.
-/// Returns `R_0 = from_hash(H(t, key0))`: row `c` then decrypts to
-/// `R_0 + offset(c)`.
+/// `key0`. `row(c, r0, out)` must write the row-`c` output into `out`, given
+/// `R_0 = from_hash(H(t, key0))` (the implicit row 0); it is called with
+/// public `c >= 1` only. Returns `R_0`.
 pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
     hash: &FixedKeyHash,
     tweak: Tweak,
     key0: &Label,
     delta_in: &Delta,
     out_modulus: Modulus,
-    mut offset: impl FnMut(usize, &mut Label),
+    mut row_output: impl FnMut(usize, &Label, &mut Label),
     sink: &mut S,
 ) -> Result<Label, Error> {
     let m = key0.modulus().value() as usize;
@@ -66,8 +65,7 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
             if row == 0 {
                 r0 = Label::from_hash(out_modulus, *h);
             } else {
-                out.clone_from(&r0);
-                offset(row, &mut out);
+                row_output(row, &r0, &mut out);
                 rows[written] = out.to_block() ^ *h;
                 written += 1;
             }
@@ -106,12 +104,13 @@ fn rotate_constant_time(table: &mut [u16], scratch: &mut [u16], amount: u16) {
     let mut bit = 0;
     while (1usize << bit) < m {
         let shift = (1usize << bit) % m;
-        let choice = Choice::from(((amount >> bit) & 1) as u8);
-        for (j, s) in scratch.iter_mut().enumerate() {
-            *s = table[(j + m - shift) % m];
-        }
+        // All-ones if this bit of the secret amount is set; `Choice` keeps the
+        // compiler from turning the select into a branch.
+        let mask = 0u16.wrapping_sub(Choice::from(((amount >> bit) & 1) as u8).unwrap_u8() as u16);
+        scratch[shift..m].copy_from_slice(&table[..m - shift]);
+        scratch[..shift].copy_from_slice(&table[m - shift..m]);
         for (t, s) in table.iter_mut().zip(scratch.iter()) {
-            t.conditional_assign(s, choice);
+            *t ^= (*t ^ *s) & mask;
         }
         bit += 1;
     }
@@ -176,15 +175,15 @@ pub fn garble<S: MaterialSink + ?Sized>(
         &key0,
         delta_in,
         n,
-        |c, out| out.add_scaled_unchecked(delta_out.as_label(), n.sub(rotated[c], first)),
+        |c, r0, out| out.set_scaled_sum(r0, delta_out.as_label(), n.sub(rotated[c], first)),
         sink,
     );
     key0.zeroize();
-    scratch.zeroize();
+    scratch[..m].zeroize();
     let mut r0 = result?;
     // C = R_0 - φ(-a)·Δ_n, so that row c holds C + φ(c - a)·Δ_n.
     r0.add_scaled_unchecked(delta_out.as_label(), n.neg(first));
-    rotated.zeroize();
+    rotated[..m].zeroize();
     Ok(ZeroLabel::new(r0))
 }
 
