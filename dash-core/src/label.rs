@@ -209,28 +209,19 @@ impl Label {
         if v > modulus.max_packed() {
             return Err(Error::InvalidLabelEncoding);
         }
-        let n = modulus.digits();
         let c = modulus.chunk_digits();
-        let chunk_pow = modulus.chunk_pow() as u128;
+        let (chunks, top_len, chunk_frac, top_frac) = modulus.chunk_layout();
         let mut label = Label::zero(modulus);
         let mut rest = v;
-        let mut lo = 0;
-        while lo < n {
-            let hi = if lo + c < n { lo + c } else { n };
-            let mut g = if hi < n {
-                let q = rest / chunk_pow;
-                let g = (rest - q * chunk_pow) as u64;
+        for j in 0..chunks {
+            let lo = j * c;
+            if j + 1 < chunks {
+                let (q, g) = modulus.div_rem_chunk(rest);
                 rest = q;
-                g
+                modulus.fraction_digits(g, chunk_frac, &mut label.digits[lo..lo + c]);
             } else {
-                rest as u64
-            };
-            for d in label.digits[lo..hi].iter_mut() {
-                let (q, r) = modulus.div_rem_u64(g);
-                *d = r;
-                g = q;
+                modulus.fraction_digits(rest as u64, top_frac, &mut label.digits[lo..lo + top_len]);
             }
-            lo = hi;
         }
         Ok(label)
     }
@@ -333,6 +324,26 @@ mod tests {
             assert_eq!(top.to_block().0, m.max_packed());
             if m.max_packed() != u128::MAX {
                 assert_eq!(Label::from_block(m, Block(m.max_packed() + 1)).unwrap_err(), Error::InvalidLabelEncoding);
+            }
+        }
+    }
+
+    #[test]
+    fn unpack_inverts_pack_on_random_and_edge_integers() {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        for m in primes() {
+            let max = m.max_packed();
+            let mut values = [0u128, 1, max, max - 1, max / 2, (m.chunk_pow() as u128) - 1, m.chunk_pow() as u128];
+            for v in values.iter_mut().skip(5) {
+                *v = (*v).min(max);
+            }
+            for v in values.into_iter().chain((0..200).map(|_| {
+                let r = (rng.next_u64() as u128) << 64 | rng.next_u64() as u128;
+                if max == u128::MAX { r } else { r % (max + 1) }
+            })) {
+                let l = Label::from_block(m, Block(v)).unwrap();
+                assert!(l.digits().iter().all(|&d| d < m.value()));
+                assert_eq!(l.to_block().0, v, "p = {}", m.value());
             }
         }
     }

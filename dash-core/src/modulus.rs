@@ -24,10 +24,22 @@ pub const MAX_PROJECTION_INPUT: u16 = 1024;
 pub struct Modulus {
     p: u16,
     digits: u8,
-    /// Digits per 64-bit packing chunk: the largest `c` with `p^c < 2^64`.
+    /// Digits per packing chunk: the largest `c` with `p^c < 2^63`.
     chunk_digits: u8,
     /// `p^chunk_digits`.
     chunk_pow: u64,
+    /// Left shift that sets the top bit of `chunk_pow`, and the reciprocal
+    /// `floor((2^128 - 1) / (chunk_pow << shift)) - 2^64` for dividing by it.
+    chunk_shift: u8,
+    chunk_recip: u64,
+    /// `ceil(2^128 / p^len)` for a full chunk and for the top (last) chunk:
+    /// turns a chunk value into a fraction whose base-p digits fall out of
+    /// one multiplication each.
+    chunk_frac: u128,
+    top_frac: u128,
+    /// Digits in the top chunk, and the number of chunks (at most 3).
+    top_len: u8,
+    chunk_count: u8,
     /// `p^digits` (the number of labels), saturating at `u128::MAX` for p = 2.
     label_count_minus_one: u128,
     /// Barrett constant `floor(2^32 / p)` for reducing products `< 2^24`.
@@ -112,20 +124,31 @@ impl Modulus {
         }
         let mut chunk_digits = 0u8;
         let mut chunk_pow: u64 = 1;
-        loop {
-            match chunk_pow.checked_mul(p as u64) {
-                Some(next) if next != u64::MAX => {
-                    chunk_pow = next;
-                    chunk_digits += 1;
-                }
-                _ => break,
-            }
+        while chunk_pow < (1u64 << 63) / p as u64 {
+            chunk_pow *= p as u64;
+            chunk_digits += 1;
         }
+        let chunk_count = (digits as usize).div_ceil(chunk_digits as usize) as u8;
+        let top_len = digits - (chunk_count - 1) * chunk_digits;
+        let mut top_pow: u64 = 1;
+        let mut i = 0;
+        while i < top_len {
+            top_pow *= p as u64;
+            i += 1;
+        }
+        let chunk_shift = chunk_pow.leading_zeros() as u8;
+        let normalized = (chunk_pow << chunk_shift) as u128;
         Ok(Modulus {
             p,
             digits,
             chunk_digits,
             chunk_pow,
+            chunk_shift,
+            chunk_recip: (u128::MAX / normalized - (1u128 << 64)) as u64,
+            chunk_frac: u128::MAX / chunk_pow as u128 + 1,
+            top_frac: u128::MAX / top_pow as u128 + 1,
+            top_len,
+            chunk_count,
             label_count_minus_one: if saturated { u128::MAX } else { pow - 1 },
             barrett: (1u64 << 32) / p as u64,
             barrett16: ((1u32 << 16) / p as u32) as u16,
@@ -159,6 +182,41 @@ impl Modulus {
 
     pub(crate) const fn chunk_pow(self) -> u64 {
         self.chunk_pow
+    }
+
+    /// `(v / p^c, v mod p^c)` for the chunk size `c`, by the
+    /// Möller–Granlund reciprocal method (two 2-by-1 word divisions, no
+    /// `div` instruction). For public data: it branches on the remainder.
+    pub(crate) fn div_rem_chunk(self, v: u128) -> (u128, u64) {
+        let s = self.chunk_shift as u32;
+        let d = self.chunk_pow << s;
+        let shifted = v << s;
+        let u2 = (v >> (128 - s)) as u64;
+        let (q_hi, r) = div_2by1(u2, (shifted >> 64) as u64, d, self.chunk_recip);
+        let (q_lo, r) = div_2by1(r, shifted as u64, d, self.chunk_recip);
+        (((q_hi as u128) << 64) | q_lo as u128, r >> s)
+    }
+
+    /// Writes the `len` base-p digits of `g < p^len` into `out` (least
+    /// significant first) using the fraction `ceil(2^128 / p^len)` = `frac`:
+    /// `F = g·frac / 2^64 + 1` lies within 2 of `g·2^64 / p^len`, and since
+    /// `p^len < 2^63` each multiplication `F·p` then carries out exactly the
+    /// next digit, most significant first.
+    #[inline(always)]
+    pub(crate) fn fraction_digits(self, g: u64, frac: u128, out: &mut [u16]) {
+        let p = self.p as u128;
+        let hi = (frac >> 64) as u64;
+        let lo = frac as u64;
+        let mut f = g.wrapping_mul(hi).wrapping_add(((g as u128 * lo as u128) >> 64) as u64).wrapping_add(1);
+        for d in out.iter_mut().rev() {
+            let t = f as u128 * p;
+            *d = (t >> 64) as u16;
+            f = t as u64;
+        }
+    }
+
+    pub(crate) const fn chunk_layout(self) -> (usize, usize, u128, u128) {
+        (self.chunk_count as usize, self.top_len as usize, self.chunk_frac, self.top_frac)
     }
 
     /// The largest packed value of a label, `p^digits - 1`.
@@ -241,6 +299,25 @@ impl Modulus {
         }
         Some(result)
     }
+}
+
+/// Divides the two-word `(u1, u0)` (with `u1 < d`) by the normalised `d`
+/// (top bit set) given `recip = floor((2^128 - 1) / d) - 2^64`.
+#[inline(always)]
+const fn div_2by1(u1: u64, u0: u64, d: u64, recip: u64) -> (u64, u64) {
+    let q = (recip as u128) * (u1 as u128) + (((u1 as u128) << 64) | u0 as u128);
+    let mut q1 = ((q >> 64) as u64).wrapping_add(1);
+    let q0 = q as u64;
+    let mut r = u0.wrapping_sub(q1.wrapping_mul(d));
+    if r > q0 {
+        q1 = q1.wrapping_sub(1);
+        r = r.wrapping_add(d);
+    }
+    if r >= d {
+        q1 += 1;
+        r -= d;
+    }
+    (q1, r)
 }
 
 /// The multiplier and shift for dividing `u64`s by `d >= 2`: the quotient
