@@ -155,6 +155,10 @@ pub struct CostCounter {
     pub projections: u64,
     /// Multiply-by-bit gates.
     pub mul_bits: u64,
+    /// Gate identifiers the garbler and evaluator would consume (one per
+    /// `project`, one per `mul_bit`): what a caller reserves per gadget call
+    /// when it garbles many calls in parallel with `GateCounter::starting_at`.
+    pub gates: u64,
     moduli: heapless::Vec<u16, MAX_COUNTED_MODULI>,
     overflowed: bool,
 }
@@ -225,6 +229,7 @@ impl Backend for CostCounter {
         self.record(out);
         self.ciphertexts += a.value() as u64 - 1;
         self.projections += 1;
+        self.gates += 1;
         Ok(out)
     }
 
@@ -240,6 +245,7 @@ impl Backend for CostCounter {
         self.ciphertexts += x.value() as u64 + 1;
         self.projections += 2;
         self.mul_bits += 1;
+        self.gates += 1;
         Ok(*x)
     }
 }

@@ -43,6 +43,7 @@ fn mul_bit_exhaustive_small_primes() {
         cost.mul_bit(&mp, &m2).unwrap();
         assert_eq!(cost.ciphertexts as usize, rows.len(), "p = {p}");
         assert_eq!(rows.len(), p as usize + 1);
+        assert_eq!(cost.gates, 1);
         let ones = keys.one_labels();
         for x in 0..p {
             for b in 0..2 {
@@ -174,6 +175,7 @@ fn chained_gates_use_distinct_tweaks_and_stay_in_sync() {
     let bit = g.project(&p1, m2, |y| (y >= 3) as u16).unwrap();
     let s = g.add(&p1, &p2).unwrap();
     let prod = g.mul_bit(&s, &bit).unwrap();
+    assert_eq!(g.gates().peek(), 4, "one gate id per project and per mul_bit");
     let rows = g.into_sink().0;
     assert_ne!(rows[..4], rows[4..8], "same gate twice must not repeat rows");
     let ones = keys.one_labels();
