@@ -1,8 +1,20 @@
 //! # dash-host
 //!
 //! The host side of Dash: everything that needs `std`.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`material`] | in-memory sinks for garbled material |
+//! | [`rng`] | the garbler's CSPRNG, seeded from the operating system |
+//! | [`bench`] | the single-threaded micro-benchmarks behind `dashgc bench` |
+//! | [`demo`] | the garble → evaluate → verify walk-through behind `dashgc demo` |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub use dash_core as core;
+
+pub mod bench;
+pub mod demo;
+pub mod material;
+pub mod rng;

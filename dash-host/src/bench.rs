@@ -1,0 +1,393 @@
+//! Single-threaded micro-benchmarks for `dashgc bench`.
+//!
+//! Every figure is measured *paired* with the AES reference
+//! (`FixedKeyHash::permute` on 1024 blocks): each round times a short batch
+//! of AES and a short batch of the operation back to back (alternating
+//! which goes first), so both see the same machine load. A figure's time
+//! is the median over the rounds of its batches; its ratio to the AES
+//! block time is the median of the per-round ratios, which is robust to
+//! load that changes between rounds. `aes_ns_per_block` is the median of
+//! all AES batches of the run.
+//!
+//! [`BenchReport`] holds the results. To add a figure, add an
+//! `Option<f64>` field (and its `_aes_ratio` companion) and fill it in
+//! [`run`]; the JSON output and the table pick it up without further code.
+
+use crate::material::VecSink;
+use dash_core::{
+    Block, Bundle, CrtBase, Delta, Domain, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Label, Modulus, OneLabels,
+    SliceSink, SliceSource, Tweak, ZeroLabel, crt, projection,
+};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// Version of the JSON layout; bump when a field changes meaning.
+pub const SCHEMA: u32 = 1;
+/// Blocks per AES reference batch.
+pub const AES_BATCH: usize = 1024;
+/// Independent gates per batched projection figure.
+pub const GATES: usize = 1024;
+
+/// How long to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchConfig {
+    /// Paired rounds per figure.
+    pub rounds: usize,
+    /// Target duration of one timed batch.
+    pub batch: Duration,
+    /// Whether this is the quick preset.
+    pub quick: bool,
+}
+
+impl BenchConfig {
+    /// About 5 s in all: 41 rounds of 4 ms batches per figure.
+    pub fn quick() -> BenchConfig {
+        BenchConfig { rounds: 41, batch: Duration::from_millis(4), quick: true }
+    }
+
+    /// About 40 s: 151 rounds of 10 ms batches per figure.
+    pub fn full() -> BenchConfig {
+        BenchConfig { rounds: 151, batch: Duration::from_millis(10), quick: false }
+    }
+}
+
+/// The results of one run. Times are nanoseconds; `*_aes_ratio` is the
+/// figure divided by the AES block time of the same rounds. Optional
+/// fields are left out of the JSON when not measured.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// Layout version ([`SCHEMA`]).
+    pub schema: u32,
+    /// `"quick"` or `"full"`.
+    pub mode: String,
+    /// Threads used (always 1).
+    pub threads: u32,
+    /// Paired rounds per figure.
+    pub rounds: u32,
+    /// Fixed-key AES (`FixedKeyHash::permute`), per block, batches of 1024.
+    pub aes_ns_per_block: f64,
+    /// Projection p=17 → 17, garbling, per gate (1024 independent gates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proj_garble_ns: Option<f64>,
+    /// `proj_garble_ns` / AES block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proj_garble_aes_ratio: Option<f64>,
+    /// Projection p=17 → 17, evaluation, per gate (1024 independent gates,
+    /// each with its own tweak, rows read in order from one buffer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proj_eval_ns: Option<f64>,
+    /// `proj_eval_ns` / AES block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proj_eval_aes_ratio: Option<f64>,
+    /// Projection p=17, evaluation of one gate on its own (repeated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proj_eval_single_ns: Option<f64>,
+    /// `proj_eval_single_ns` / AES block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proj_eval_single_aes_ratio: Option<f64>,
+    /// Projection p=97 → 97, garbling, per gate (1024 gates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proj97_garble_ns: Option<f64>,
+    /// `proj97_garble_ns` / AES block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proj97_garble_aes_ratio: Option<f64>,
+    /// Projection p=97 → 97, evaluation, per gate (1024 gates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proj97_eval_ns: Option<f64>,
+    /// `proj97_eval_ns` / AES block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proj97_eval_aes_ratio: Option<f64>,
+    /// CRT addition of two 8-prime bundles on the evaluator's labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crt_add8_ns: Option<f64>,
+    /// `crt_add8_ns` / AES block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crt_add8_aes_ratio: Option<f64>,
+    /// CRT addition of two 8-prime bundles on the garbler's zero labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crt_add8_garble_ns: Option<f64>,
+    /// `crt_add8_garble_ns` / AES block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crt_add8_garble_aes_ratio: Option<f64>,
+    /// Wall-clock time of the whole run, in seconds.
+    pub wall_s: f64,
+}
+
+/// One paired measurement.
+#[derive(Clone, Copy, Debug)]
+pub struct Paired {
+    /// Median nanoseconds per unit of the operation.
+    pub ns: f64,
+    /// Median of the per-round ratios to the AES block time.
+    pub ratio: f64,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+fn time_batch(f: &mut dyn FnMut(), iters: u64) -> f64 {
+    let t = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    t.elapsed().as_secs_f64() * 1e9 / iters as f64
+}
+
+/// The AES reference and the paired timer.
+pub struct Timer {
+    config: BenchConfig,
+    hash: FixedKeyHash,
+    blocks: Vec<Block>,
+    aes_samples: Vec<f64>,
+}
+
+impl Timer {
+    /// A timer with the given settings.
+    pub fn new(config: BenchConfig) -> Timer {
+        Timer {
+            config,
+            hash: FixedKeyHash::new(),
+            blocks: (0..AES_BATCH as u128).map(|i| Block(i.wrapping_mul(0x9e37_79b9_7f4a_7c15))).collect(),
+            aes_samples: Vec::new(),
+        }
+    }
+
+    /// Iterations of `f` that take about one batch.
+    fn calibrate(&self, f: &mut dyn FnMut()) -> u64 {
+        let mut iters = 1u64;
+        loop {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            let el = t.elapsed();
+            if el >= self.config.batch / 4 || iters >= 1 << 30 {
+                let per = el.as_secs_f64() / iters as f64;
+                return ((self.config.batch.as_secs_f64() / per.max(1e-12)) as u64).max(1);
+            }
+            iters *= 4;
+        }
+    }
+
+    /// Measures `op`, which does `units` units of work per call, paired
+    /// with the AES reference.
+    pub fn paired(&mut self, units: u64, mut op: impl FnMut()) -> Paired {
+        let hash = self.hash.clone();
+        let mut blocks = std::mem::take(&mut self.blocks);
+        let mut aes = || hash.permute(black_box(&mut blocks[..]));
+        let aes_iters = self.calibrate(&mut aes);
+        let op_iters = self.calibrate(&mut op);
+        let (mut ops, mut ratios) = (Vec::new(), Vec::new());
+        for round in 0..self.config.rounds {
+            let (a, o) = if round % 2 == 0 {
+                let a = time_batch(&mut aes, aes_iters);
+                (a, time_batch(&mut op, op_iters))
+            } else {
+                let o = time_batch(&mut op, op_iters);
+                (time_batch(&mut aes, aes_iters), o)
+            };
+            let (a, o) = (a / AES_BATCH as f64, o / units as f64);
+            self.aes_samples.push(a);
+            ops.push(o);
+            ratios.push(o / a);
+        }
+        self.blocks = blocks;
+        Paired { ns: median(&mut ops), ratio: median(&mut ratios) }
+    }
+
+    /// The median of every AES batch timed so far, per block.
+    pub fn aes_ns_per_block(&mut self) -> f64 {
+        median(&mut self.aes_samples)
+    }
+}
+
+/// `GATES` garbled projection gates `Z_p → Z_p` (`x ↦ x² + 1`) and the
+/// evaluator's input labels.
+struct ProjFixture {
+    m: Modulus,
+    delta: Delta,
+    hash: FixedKeyHash,
+    inputs: Vec<ZeroLabel>,
+    labels: Vec<Label>,
+    tweaks: Vec<Tweak>,
+    rows: Vec<Block>,
+    scratch: Vec<Block>,
+}
+
+fn square_plus_one(x: u16) -> u16 {
+    x * x + 1
+}
+
+impl ProjFixture {
+    fn new(p: u16) -> anyhow::Result<ProjFixture> {
+        let mut rng = ChaCha20Rng::seed_from_u64(u64::from(p));
+        let m = Modulus::new(p)?;
+        let delta = Delta::random(m, &mut rng);
+        let inputs: Vec<ZeroLabel> = (0..GATES).map(|_| ZeroLabel::random(m, &mut rng)).collect();
+        let labels = inputs
+            .iter()
+            .map(|z| z.encode((rng.next_u32() % u32::from(p)) as u16, &delta))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tweaks: Vec<Tweak> = (0..GATES as u64).map(|g| Tweak::new(Domain::Projection, g, 0)).collect();
+        let hash = FixedKeyHash::new();
+        let mut sink = VecSink::with_capacity(GATES * (p as usize - 1));
+        for (z, t) in inputs.iter().zip(&tweaks) {
+            projection::garble(&hash, *t, z, &delta, &delta, square_plus_one, &mut sink)?;
+        }
+        let rows = sink.into_rows();
+        let scratch = rows.clone();
+        Ok(ProjFixture { m, delta, hash, inputs, labels, tweaks, rows, scratch })
+    }
+
+    fn garble_all(&mut self) {
+        let mut sink = SliceSink::new(&mut self.scratch);
+        for (z, t) in self.inputs.iter().zip(&self.tweaks) {
+            let out = projection::garble(&self.hash, *t, z, &self.delta, &self.delta, square_plus_one, &mut sink);
+            black_box(out.expect("sink sized for every gate"));
+        }
+    }
+
+    fn eval_all(&self) {
+        let mut src = SliceSource::new(&self.rows);
+        for (l, t) in self.labels.iter().zip(&self.tweaks) {
+            let out = projection::evaluate(&self.hash, *t, black_box(l), self.m, &mut src);
+            black_box(out.expect("rows garbled for these labels"));
+        }
+    }
+
+    fn eval_one(&self) {
+        let mut src = SliceSource::new(&self.rows[..self.m.value() as usize - 1]);
+        let out = projection::evaluate(&self.hash, self.tweaks[0], black_box(&self.labels[0]), self.m, &mut src);
+        black_box(out.expect("rows garbled for this label"));
+    }
+}
+
+struct CrtFixture {
+    hash: FixedKeyHash,
+    keys: GarblerKeys,
+    ones: OneLabels,
+    zeros: (Bundle<ZeroLabel>, Bundle<ZeroLabel>),
+    labels: (Bundle<Label>, Bundle<Label>),
+}
+
+impl CrtFixture {
+    fn new() -> anyhow::Result<CrtFixture> {
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let base = CrtBase::first(8)?;
+        let keys: GarblerKeys = GarblerKeys::generate(&mut rng, base.moduli())?;
+        let zeros = (keys.input_bundle(&base, &mut rng)?, keys.input_bundle(&base, &mut rng)?);
+        let labels = (keys.encode_bundle(&base, &zeros.0, 123_456)?, keys.encode_bundle(&base, &zeros.1, -98_765)?);
+        let ones = keys.one_labels();
+        Ok(CrtFixture { hash: FixedKeyHash::new(), keys, ones, zeros, labels })
+    }
+}
+
+/// Runs every figure on the current thread and returns the report.
+pub fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
+    let start = Instant::now();
+    let mut timer = Timer::new(config);
+    let mut report = BenchReport {
+        schema: SCHEMA,
+        mode: if config.quick { "quick" } else { "full" }.into(),
+        threads: 1,
+        rounds: config.rounds as u32,
+        ..BenchReport::default()
+    };
+    let put = |ns: &mut Option<f64>, ratio: &mut Option<f64>, p: Paired| {
+        *ns = Some(p.ns);
+        *ratio = Some(p.ratio);
+    };
+
+    let mut p17 = ProjFixture::new(17)?;
+    put(&mut report.proj_garble_ns, &mut report.proj_garble_aes_ratio, timer.paired(GATES as u64, || p17.garble_all()));
+    put(&mut report.proj_eval_ns, &mut report.proj_eval_aes_ratio, timer.paired(GATES as u64, || p17.eval_all()));
+    put(&mut report.proj_eval_single_ns, &mut report.proj_eval_single_aes_ratio, timer.paired(1, || p17.eval_one()));
+    drop(p17);
+
+    let mut p97 = ProjFixture::new(97)?;
+    put(
+        &mut report.proj97_garble_ns,
+        &mut report.proj97_garble_aes_ratio,
+        timer.paired(GATES as u64, || p97.garble_all()),
+    );
+    put(&mut report.proj97_eval_ns, &mut report.proj97_eval_aes_ratio, timer.paired(GATES as u64, || p97.eval_all()));
+    drop(p97);
+
+    let f = CrtFixture::new()?;
+    let mut e = Evaluator::new(&f.hash, &f.ones, SliceSource::new(&[]));
+    let eval = timer.paired(1, || {
+        black_box(crt::add(&mut e, black_box(&f.labels.0), black_box(&f.labels.1)).expect("same base"));
+    });
+    put(&mut report.crt_add8_ns, &mut report.crt_add8_aes_ratio, eval);
+    let mut g = Garbler::new(&f.hash, &f.keys, SliceSink::new(&mut []));
+    let garble = timer.paired(1, || {
+        black_box(crt::add(&mut g, black_box(&f.zeros.0), black_box(&f.zeros.1)).expect("same base"));
+    });
+    put(&mut report.crt_add8_garble_ns, &mut report.crt_add8_garble_aes_ratio, garble);
+
+    report.aes_ns_per_block = timer.aes_ns_per_block();
+    report.wall_s = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+impl BenchReport {
+    /// The report as one line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a BenchReport always serialises")
+    }
+
+    /// A readable table: one row per time figure, with its AES ratio.
+    /// Built from the serialised fields, so new fields show up by
+    /// themselves.
+    pub fn to_table(&self) -> String {
+        let value = serde_json::to_value(self).expect("a BenchReport always serialises");
+        let map = value.as_object().expect("a struct serialises to an object");
+        let mut out = format!(
+            "dashgc bench ({} mode, {} thread, {} paired rounds per figure, {:.1} s)\n\n",
+            self.mode, self.threads, self.rounds, self.wall_s
+        );
+        out.push_str(&format!("{:<28} {:>14} {:>16}\n", "figure", "time", "AES blocks"));
+        out.push_str(&format!("{:-<28} {:->14} {:->16}\n", "", "", ""));
+        for (key, v) in map {
+            let Some(stem) = key.strip_suffix("_ns").or_else(|| key.strip_suffix("_ns_per_block")) else {
+                continue;
+            };
+            let Some(ns) = v.as_f64() else { continue };
+            let ratio = map.get(&format!("{stem}_aes_ratio")).and_then(|r| r.as_f64());
+            let time = if ns >= 1000.0 { format!("{:.2} µs", ns / 1000.0) } else { format!("{ns:.1} ns") };
+            let ratio = ratio.map_or_else(|| "1 (reference)".to_string(), |r| format!("{r:.2}"));
+            out.push_str(&format!("{key:<28} {time:>14} {ratio:>16}\n"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_run_fills_the_required_fields_and_serialises() {
+        let config = BenchConfig { rounds: 3, batch: Duration::from_micros(200), quick: true };
+        let report = run(config).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        for key in ["aes_ns_per_block", "proj_garble_ns", "proj_eval_ns", "proj_eval_aes_ratio", "crt_add8_ns"] {
+            let v = json[key].as_f64().unwrap_or_else(|| panic!("{key} missing"));
+            assert!(v.is_finite() && v > 0.0, "{key} = {v}");
+        }
+        let table = report.to_table();
+        assert!(table.contains("proj_eval_ns") && table.contains("aes_ns_per_block"));
+    }
+
+    #[test]
+    fn unset_fields_are_left_out() {
+        let json = BenchReport::default().to_json();
+        assert!(!json.contains("proj_eval_ns"));
+        assert!(json.contains("aes_ns_per_block"));
+    }
+}
