@@ -1,7 +1,10 @@
 //! Projection gates `Z_p → Z_p` (table `x ↦ x² + 1`) at p = 3, 17, 97, 251:
 //! garbling and evaluation of a single gate, and of 1024 independent gates
 //! (each with its own input label and tweak, rows streamed from one buffer),
-//! reported per gate.
+//! reported per gate; the batched evaluation both as a loop of
+//! `projection::evaluate` (`proj_eval_batch1024`) and through
+//! `projection::evaluate_batch` (`proj_eval_batch_api1024`), which hashes
+//! up to 8 gates per AES pipeline pass.
 //!
 //! `cargo bench -p dash-core --bench projection`
 
@@ -33,6 +36,7 @@ struct Fixture {
     tweaks: Vec<Tweak>,
     rows: Vec<Block>,
     scratch: Vec<Block>,
+    outputs: Vec<Label>,
 }
 
 impl Fixture {
@@ -46,7 +50,8 @@ impl Fixture {
         let tweaks = (0..GATES as u64).map(|g| Tweak::new(Domain::Projection, g, 0)).collect();
         let rows = vec![Block::ZERO; GATES * (p as usize - 1)];
         let scratch = rows.clone();
-        let mut f = Fixture { m, delta, hash, inputs, labels, tweaks, rows, scratch };
+        let outputs = vec![Label::zero(m); GATES];
+        let mut f = Fixture { m, delta, hash, inputs, labels, tweaks, rows, scratch, outputs };
         let mut sink = SliceSink::new(&mut f.rows);
         for (z, t) in f.inputs.iter().zip(&f.tweaks) {
             projection::garble(&f.hash, *t, z, &f.delta, &f.delta, table, &mut sink).unwrap();
@@ -79,6 +84,13 @@ impl Fixture {
         for (z, t) in self.inputs.iter().zip(&self.tweaks) {
             black_box(projection::garble(&self.hash, *t, z, &self.delta, &self.delta, table, &mut sink).unwrap());
         }
+    }
+
+    fn eval_batch_api(&mut self) {
+        let mut src = SliceSource::new(&self.rows);
+        projection::evaluate_batch(&self.hash, &self.tweaks, &self.labels, self.m, &mut src, &mut self.outputs)
+            .unwrap();
+        black_box(&self.outputs);
     }
 
     fn eval_all(&self) {
@@ -117,6 +129,13 @@ fn main() {
         group.bench_function(BenchmarkId::from_parameter(f.m.value()), |b| b.iter(|| f.eval_all()));
     }
     group.finish();
+    let mut group = c.benchmark_group("proj_eval_batch_api1024");
+    group.throughput(Throughput::Elements(GATES as u64));
+    group.sample_size(20);
+    for f in fixtures.iter_mut() {
+        group.bench_function(BenchmarkId::from_parameter(f.m.value()), |b| b.iter(|| f.eval_batch_api()));
+    }
+    group.finish();
     c.final_summary();
 
     let mut figures = Vec::new();
@@ -131,6 +150,10 @@ fn main() {
         figures.push(Figure::new(format!("proj_garble_batch1024/{p}"), "gate", GATES as u64, move || gb.garble_all()));
         let eb = Fixture::new(p);
         figures.push(Figure::new(format!("proj_eval_batch1024/{p}"), "gate", GATES as u64, move || eb.eval_all()));
+        let mut ea = Fixture::new(p);
+        figures.push(Figure::new(format!("proj_eval_batch_api1024/{p}"), "gate", GATES as u64, move || {
+            ea.eval_batch_api()
+        }));
     }
     common::print_ratios("projection", figures);
 }

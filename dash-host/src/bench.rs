@@ -14,9 +14,10 @@
 //! [`run`]; the JSON output and the table pick it up without further code.
 
 use crate::material::VecSink;
+use dash_core::gadgets::sign::{Accuracy, SignGadget};
 use dash_core::{
-    Block, Bundle, CrtBase, Delta, Domain, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Label, Modulus, OneLabels,
-    SliceSink, SliceSource, Tweak, ZeroLabel, crt, projection,
+    Block, Bundle, CountingSink, CrtBase, Delta, Domain, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Label, Modulus,
+    OneLabels, SliceSink, SliceSource, Tweak, ZeroLabel, crt, projection,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -75,13 +76,20 @@ pub struct BenchReport {
     /// `proj_garble_ns` / AES block.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proj_garble_aes_ratio: Option<f64>,
-    /// Projection p=17 → 17, evaluation, per gate (1024 independent gates,
-    /// each with its own tweak, rows read in order from one buffer).
+    /// Projection p=17 → 17, evaluation, per gate: 1024 independent gates
+    /// (each with its own tweak, rows read in order from one buffer)
+    /// through `projection::evaluate_batch`, the path layers use.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proj_eval_ns: Option<f64>,
     /// `proj_eval_ns` / AES block.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proj_eval_aes_ratio: Option<f64>,
+    /// As `proj_eval_ns`, but one `projection::evaluate` call per gate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proj_eval_loop_ns: Option<f64>,
+    /// `proj_eval_loop_ns` / AES block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proj_eval_loop_aes_ratio: Option<f64>,
     /// Projection p=17, evaluation of one gate on its own (repeated).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proj_eval_single_ns: Option<f64>,
@@ -94,7 +102,8 @@ pub struct BenchReport {
     /// `proj97_garble_ns` / AES block.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proj97_garble_aes_ratio: Option<f64>,
-    /// Projection p=97 → 97, evaluation, per gate (1024 gates).
+    /// Projection p=97 → 97, evaluation, per gate (1024 gates, batched as
+    /// `proj_eval_ns`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proj97_eval_ns: Option<f64>,
     /// `proj97_eval_ns` / AES block.
@@ -112,6 +121,21 @@ pub struct BenchReport {
     /// `crt_add8_garble_ns` / AES block.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crt_add8_garble_aes_ratio: Option<f64>,
+    /// Exact ReLU on the first 8 primes (`SignGadget::relu`), garbling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relu8_garble_ns: Option<f64>,
+    /// `relu8_garble_ns` / AES block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relu8_garble_aes_ratio: Option<f64>,
+    /// Exact ReLU on the first 8 primes, evaluation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relu8_eval_ns: Option<f64>,
+    /// `relu8_eval_ns` / AES block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relu8_eval_aes_ratio: Option<f64>,
+    /// Ciphertexts of one exact ReLU on the first 8 primes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relu8_ciphertexts: Option<u64>,
     /// Wall-clock time of the whole run, in seconds.
     pub wall_s: f64,
 }
@@ -217,6 +241,7 @@ struct ProjFixture {
     tweaks: Vec<Tweak>,
     rows: Vec<Block>,
     scratch: Vec<Block>,
+    outputs: Vec<Label>,
 }
 
 fn square_plus_one(x: u16) -> u16 {
@@ -241,7 +266,8 @@ impl ProjFixture {
         }
         let rows = sink.into_rows();
         let scratch = rows.clone();
-        Ok(ProjFixture { m, delta, hash, inputs, labels, tweaks, rows, scratch })
+        let outputs = vec![Label::zero(m); GATES];
+        Ok(ProjFixture { m, delta, hash, inputs, labels, tweaks, rows, scratch, outputs })
     }
 
     fn garble_all(&mut self) {
@@ -250,6 +276,14 @@ impl ProjFixture {
             let out = projection::garble(&self.hash, *t, z, &self.delta, &self.delta, square_plus_one, &mut sink);
             black_box(out.expect("sink sized for every gate"));
         }
+    }
+
+    fn eval_batch(&mut self) {
+        let mut src = SliceSource::new(&self.rows);
+        let out =
+            projection::evaluate_batch(&self.hash, &self.tweaks, &self.labels, self.m, &mut src, &mut self.outputs);
+        out.expect("rows garbled for these labels");
+        black_box(&self.outputs);
     }
 
     fn eval_all(&self) {
@@ -287,6 +321,46 @@ impl CrtFixture {
     }
 }
 
+/// One exact ReLU on the first 8 primes, garbled once for evaluation.
+struct ReluFixture {
+    hash: FixedKeyHash,
+    gadget: SignGadget,
+    keys: GarblerKeys,
+    ones: OneLabels,
+    zero: Bundle<ZeroLabel>,
+    label: Bundle<Label>,
+    rows: Vec<Block>,
+    ciphertexts: u64,
+}
+
+impl ReluFixture {
+    fn new() -> anyhow::Result<ReluFixture> {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let base = CrtBase::first(8)?;
+        let gadget = SignGadget::new(&base, Accuracy::Exact)?;
+        let keys: GarblerKeys = GarblerKeys::generate(&mut rng, &gadget.moduli())?;
+        let zero = keys.input_bundle(&base, &mut rng)?;
+        let label = keys.encode_bundle(&base, &zero, -4321)?;
+        let hash = FixedKeyHash::new();
+        let mut g = Garbler::new(&hash, &keys, VecSink::new());
+        gadget.relu(&mut g, &zero)?;
+        let rows = g.into_sink().into_rows();
+        let ones = keys.one_labels();
+        let ciphertexts = rows.len() as u64;
+        Ok(ReluFixture { hash, gadget, keys, ones, zero, label, rows, ciphertexts })
+    }
+
+    fn garble(&self) {
+        let mut g = Garbler::new(&self.hash, &self.keys, CountingSink::default());
+        black_box(self.gadget.relu(&mut g, black_box(&self.zero)).expect("keys cover the gadget"));
+    }
+
+    fn eval(&self) {
+        let mut e = Evaluator::new(&self.hash, &self.ones, SliceSource::new(&self.rows));
+        black_box(self.gadget.relu(&mut e, black_box(&self.label)).expect("rows garbled for this gadget"));
+    }
+}
+
 /// Runs every figure on the current thread and returns the report.
 pub fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     let start = Instant::now();
@@ -305,7 +379,12 @@ pub fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
 
     let mut p17 = ProjFixture::new(17)?;
     put(&mut report.proj_garble_ns, &mut report.proj_garble_aes_ratio, timer.paired(GATES as u64, || p17.garble_all()));
-    put(&mut report.proj_eval_ns, &mut report.proj_eval_aes_ratio, timer.paired(GATES as u64, || p17.eval_all()));
+    put(&mut report.proj_eval_ns, &mut report.proj_eval_aes_ratio, timer.paired(GATES as u64, || p17.eval_batch()));
+    put(
+        &mut report.proj_eval_loop_ns,
+        &mut report.proj_eval_loop_aes_ratio,
+        timer.paired(GATES as u64, || p17.eval_all()),
+    );
     put(&mut report.proj_eval_single_ns, &mut report.proj_eval_single_aes_ratio, timer.paired(1, || p17.eval_one()));
     drop(p17);
 
@@ -315,7 +394,7 @@ pub fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
         &mut report.proj97_garble_aes_ratio,
         timer.paired(GATES as u64, || p97.garble_all()),
     );
-    put(&mut report.proj97_eval_ns, &mut report.proj97_eval_aes_ratio, timer.paired(GATES as u64, || p97.eval_all()));
+    put(&mut report.proj97_eval_ns, &mut report.proj97_eval_aes_ratio, timer.paired(GATES as u64, || p97.eval_batch()));
     drop(p97);
 
     let f = CrtFixture::new()?;
@@ -329,6 +408,11 @@ pub fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
         black_box(crt::add(&mut g, black_box(&f.zeros.0), black_box(&f.zeros.1)).expect("same base"));
     });
     put(&mut report.crt_add8_garble_ns, &mut report.crt_add8_garble_aes_ratio, garble);
+
+    let relu = ReluFixture::new()?;
+    report.relu8_ciphertexts = Some(relu.ciphertexts);
+    put(&mut report.relu8_garble_ns, &mut report.relu8_garble_aes_ratio, timer.paired(1, || relu.garble()));
+    put(&mut report.relu8_eval_ns, &mut report.relu8_eval_aes_ratio, timer.paired(1, || relu.eval()));
 
     report.aes_ns_per_block = timer.aes_ns_per_block();
     report.wall_s = start.elapsed().as_secs_f64();
@@ -354,6 +438,10 @@ impl BenchReport {
         out.push_str(&format!("{:<28} {:>14} {:>16}\n", "figure", "time", "AES blocks"));
         out.push_str(&format!("{:-<28} {:->14} {:->16}\n", "", "", ""));
         for (key, v) in map {
+            if key.ends_with("_ciphertexts") {
+                out.push_str(&format!("{key:<28} {:>14} {:>16}\n", format!("{v} ct"), "-"));
+                continue;
+            }
             let Some(stem) = key.strip_suffix("_ns").or_else(|| key.strip_suffix("_ns_per_block")) else {
                 continue;
             };

@@ -12,13 +12,16 @@
 //! * `q = s · (y mod 2)`: the mod-2 residue of `y` is its parity bit, and
 //!   every residue of `s` is multiplied by it (`Backend::mul_bit`, which
 //!   moves the bit into each modulus with projections: `p + 1`
-//!   ciphertexts). So `q = y²` for odd `y`, else 0.
+//!   ciphertexts). So `q = y²` for odd `y`, else 0;
+//! * `r = ReLU(y)`: the exact prime-only ReLU of
+//!   [`dash_core::gadgets::sign::SignGadget`].
 //!
 //! The same generic [`circuit`] runs on the plaintext backend (the
 //! reference), the cost counter, the garbler and the evaluator.
 
 use crate::material::VecSink;
 use anyhow::{Context, Result, bail, ensure};
+use dash_core::gadgets::sign::{Accuracy, SignGadget};
 use dash_core::{
     Backend, Block, Bundle, CostCounter, CrtBase, Error, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Modulus,
     PlainWire, Plaintext, SliceSource, crt,
@@ -39,6 +42,8 @@ pub struct DemoSpec {
     pub weights: Vec<Vec<i64>>,
     /// One public bias per output.
     pub bias: Vec<i64>,
+    /// The exact ReLU gadget for `base`.
+    pub relu: SignGadget,
 }
 
 impl DemoSpec {
@@ -50,7 +55,14 @@ impl DemoSpec {
         let weights =
             (0..outputs).map(|j| (0..inputs).map(|i| ((7 * j + 3 * i + j * i) % 11) as i64 - 5).collect()).collect();
         let bias = (0..outputs).map(|j| 10 * j as i64 - 15).collect();
-        Ok(DemoSpec { base: CrtBase::first(PRIMES)?, weights, bias })
+        DemoSpec::with_weights(CrtBase::first(PRIMES)?, weights, bias)
+    }
+
+    /// A spec with explicit weights and bias on `base`.
+    pub fn with_weights(base: CrtBase, weights: Vec<Vec<i64>>, bias: Vec<i64>) -> Result<DemoSpec> {
+        ensure!(weights.len() == bias.len(), "one bias per weight row");
+        let relu = SignGadget::new(&base, Accuracy::Exact)?;
+        Ok(DemoSpec { base, weights, bias, relu })
     }
 
     /// Number of inputs.
@@ -58,26 +70,27 @@ impl DemoSpec {
         self.weights.first().map_or(0, Vec::len)
     }
 
-    /// Number of outputs `y_j` (the circuit returns `y_j` and `q_j` for each).
+    /// Number of outputs `y_j` (the circuit returns `y_j`, `q_j`, `r_j` for each).
     pub fn outputs(&self) -> usize {
         self.weights.len()
     }
 
     /// The expected outputs computed directly on integers, in the order
-    /// [`circuit`] returns them: `y_0, q_0, y_1, q_1, …`.
+    /// [`circuit`] returns them: `y_0, q_0, r_0, y_1, q_1, r_1, …`.
     pub fn expected(&self, x: &[i64]) -> Vec<i128> {
         let mut out = Vec::new();
         for (w, b) in self.weights.iter().zip(&self.bias) {
             let y: i128 = w.iter().zip(x).map(|(&w, &x)| i128::from(w) * i128::from(x)).sum::<i128>() + i128::from(*b);
             out.push(y);
             out.push(if y.rem_euclid(2) == 1 { y * y } else { 0 });
+            out.push(y.max(0));
         }
         out
     }
 }
 
 /// The demo circuit on any backend: for every output row `j`, returns
-/// `y_j = W_j·x + b_j` and `q_j = y_j²·(y_j mod 2)`.
+/// `y_j = W_j·x + b_j`, `q_j = y_j²·(y_j mod 2)` and `r_j = ReLU(y_j)`.
 pub fn circuit<B: Backend>(b: &mut B, spec: &DemoSpec, x: &[Bundle<B::Wire>]) -> Result<Vec<Bundle<B::Wire>>, Error> {
     let two = spec.base.moduli().iter().position(|m| m.value() == 2).ok_or(Error::InvalidCrtBase)?;
     let mut outputs = Vec::new();
@@ -102,8 +115,10 @@ pub fn circuit<B: Backend>(b: &mut B, spec: &DemoSpec, x: &[Bundle<B::Wire>]) ->
         for wire in &s {
             q.push(b.mul_bit(wire, &bit)?);
         }
+        let r = spec.relu.relu(b, &y)?;
         outputs.push(y);
         outputs.push(Bundle::from_wires(q)?);
+        outputs.push(r);
     }
     Ok(outputs)
 }
@@ -131,7 +146,8 @@ fn ms(d: Duration) -> String {
 }
 
 fn name(j: usize) -> String {
-    if j.is_multiple_of(2) { format!("y[{}]", j / 2) } else { format!("q[{}]", j / 2) }
+    let kind = ["y", "q", "relu"][j % 3];
+    format!("{kind}[{}]", j / 3)
 }
 
 /// Runs the demo on the private input `x`, with keys from `rng`, writing a
@@ -150,7 +166,7 @@ pub fn run<R: CryptoRng + ?Sized>(spec: &DemoSpec, x: &[i64], rng: &mut R, out: 
     let primes: Vec<String> = base.moduli().iter().map(|m| m.value().to_string()).collect();
     writeln!(
         out,
-        "dashgc demo: y = W·x + b over {} private inputs, {} outputs; then q = y² if y is odd, else 0",
+        "dashgc demo: y = W·x + b over {} private inputs, {} outputs; then q = y² if y is odd, else 0, and relu = max(y, 0)",
         spec.inputs(),
         spec.outputs()
     )?;
@@ -194,14 +210,15 @@ pub fn run<R: CryptoRng + ?Sized>(spec: &DemoSpec, x: &[i64], rng: &mut R, out: 
 
     // 1. Keys.
     let t = Instant::now();
-    let keys: GarblerKeys = GarblerKeys::generate(rng, base.moduli())?;
+    let moduli = spec.relu.moduli();
+    let keys: GarblerKeys = GarblerKeys::generate(rng, &moduli)?;
     let hash = FixedKeyHash::new();
     let zero_inputs: Vec<_> = x.iter().map(|_| keys.input_bundle(base, rng)).collect::<Result<_, _>>()?;
     writeln!(
         out,
-        "[1/6] keys      {:>10}  fresh Δ_p and one-wire for {} moduli, {} input zero labels (ChaCha20 seeded by the OS)",
+        "[1/6] keys      {:>10}  fresh Δ_p and one-wire for {} prime moduli, {} input zero labels (ChaCha20 seeded by the OS)",
         ms(t.elapsed()),
-        base.len(),
+        moduli.len(),
         x.len() * base.len()
     )?;
 
@@ -353,18 +370,19 @@ mod tests {
             let mut out = Vec::new();
             let outcome = run(&spec, &x, &mut rng, &mut out).unwrap();
             assert!(outcome.ok(), "{}", String::from_utf8_lossy(&out));
-            // Per output: Σ(p-1) for the squares plus Σ(p+1) for mul_bit.
+            // Per output: Σ(p-1) for the squares, Σ(p+1) for mul_bit, and a ReLU.
             let per_output: u64 = spec.base.moduli().iter().map(|m| 2 * u64::from(m.value())).sum();
-            assert_eq!(outcome.ciphertexts as u64, 3 * per_output);
+            assert_eq!(outcome.ciphertexts as u64, 3 * (per_output + spec.relu.relu_ciphertexts()));
         }
     }
 
     #[test]
     fn expected_matches_hand_computation() {
         let spec =
-            DemoSpec { base: CrtBase::first(8).unwrap(), weights: vec![vec![2, -1], vec![1, 1]], bias: vec![1, 0] };
-        assert_eq!(spec.expected(&[3, 4]), vec![3, 9, 7, 49]);
-        assert_eq!(spec.expected(&[2, 4]), vec![1, 1, 6, 0]);
+            DemoSpec::with_weights(CrtBase::first(8).unwrap(), vec![vec![2, -1], vec![1, 1]], vec![1, 0]).unwrap();
+        assert_eq!(spec.expected(&[3, 4]), vec![3, 9, 3, 7, 49, 7]);
+        assert_eq!(spec.expected(&[2, 4]), vec![1, 1, 1, 6, 0, 6]);
+        assert_eq!(spec.expected(&[-3, 4]), vec![-9, 81, 0, 1, 1, 1]);
     }
 
     #[test]
