@@ -90,10 +90,14 @@ impl FixedKeyHash {
     }
 
     /// `H(t, x)` for one block.
+    #[inline]
     pub fn hash(&self, tweak: Tweak, x: Block) -> Block {
-        let mut b = [x];
-        self.hash_batch_same_tweak(tweak, &mut b);
-        b[0]
+        let mut first: aes::Block = x.to_bytes().into();
+        self.aes.encrypt_block(&mut first);
+        let y = u128::from_le_bytes(first.into());
+        let mut second: aes::Block = (y ^ tweak.0).to_le_bytes().into();
+        self.aes.encrypt_block(&mut second);
+        Block(y ^ u128::from_le_bytes(second.into()))
     }
 
     /// `H(tweaks[i], blocks[i])` for every `i`, in place: the batched form

@@ -205,46 +205,79 @@ impl Label {
     /// Not constant-time: use it on values the evaluator holds (ciphertext
     /// rows it decrypted, labels it returns), never on garbler secrets.
     pub fn from_block(modulus: Modulus, block: Block) -> Result<Label, Error> {
+        let mut label = Label::zero(modulus);
+        label.set_from_block(modulus, block)?;
+        Ok(label)
+    }
+
+    /// Digits from a hash output, constant-time (multiplications only).
+    ///
+    /// The high 64 bits, read as a fraction of 2^64, give the first
+    /// `ceil(n/2)` digits (each step multiplies by `p` and carries out the next
+    /// digit); the low 64 bits give the rest the same way. The two chains are
+    /// independent, so they run side by side. A uniform hash gives a label
+    /// with at least 118 bits of min-entropy for every supported modulus
+    /// (`docs/SECURITY.md` §5 has the figures).
+    pub fn from_hash(modulus: Modulus, block: Block) -> Label {
+        let mut label = Label::zero(modulus);
+        label.set_from_hash(modulus, block);
+        label
+    }
+
+    /// [`Label::from_hash`] into existing storage (no copy of the label).
+    #[inline]
+    pub fn set_from_hash(&mut self, modulus: Modulus, block: Block) {
+        self.reset(modulus);
+        let p = modulus.value() as u128;
+        let n = modulus.digits();
+        let (first, second) = self.digits[..n].split_at_mut(n.div_ceil(2));
+        let mut hi = (block.0 >> 64) as u64;
+        let mut lo = block.0 as u64;
+        for (a, b) in first.iter_mut().zip(second.iter_mut()) {
+            let t = hi as u128 * p;
+            *a = (t >> 64) as u16;
+            hi = t as u64;
+            let u = lo as u128 * p;
+            *b = (u >> 64) as u16;
+            lo = u as u64;
+        }
+        if first.len() > second.len() {
+            first[first.len() - 1] = ((hi as u128 * p) >> 64) as u16;
+        }
+    }
+
+    /// [`Label::from_block`] into existing storage (no copy of the label).
+    #[inline]
+    pub fn set_from_block(&mut self, modulus: Modulus, block: Block) -> Result<(), Error> {
         let v = block.0;
         if v > modulus.max_packed() {
             return Err(Error::InvalidLabelEncoding);
         }
+        self.reset(modulus);
         let c = modulus.chunk_digits();
         let (chunks, top_len, chunk_frac, top_frac) = modulus.chunk_layout();
-        let mut label = Label::zero(modulus);
         let mut rest = v;
         for j in 0..chunks {
             let lo = j * c;
             if j + 1 < chunks {
                 let (q, g) = modulus.div_rem_chunk(rest);
                 rest = q;
-                modulus.fraction_digits(g, chunk_frac, &mut label.digits[lo..lo + c]);
+                modulus.fraction_digits(g, chunk_frac, &mut self.digits[lo..lo + c]);
             } else {
-                modulus.fraction_digits(rest as u64, top_frac, &mut label.digits[lo..lo + top_len]);
+                modulus.fraction_digits(rest as u64, top_frac, &mut self.digits[lo..lo + top_len]);
             }
         }
-        Ok(label)
+        Ok(())
     }
 
-    /// Digits from a hash output: the base-p expansion of
-    /// `floor(h * p^n / 2^128)`, most significant digit into digit 0.
-    ///
-    /// Every output is reachable; the most likely one has probability at most
-    /// `ceil(2^128 / p^n) / 2^128`, so the min-entropy is within one bit of
-    /// the label's. Constant-time (multiplications only).
-    pub fn from_hash(modulus: Modulus, block: Block) -> Label {
-        let p = modulus.value() as u128;
-        let mut hi = (block.0 >> 64) as u64;
-        let mut lo = block.0 as u64;
-        let mut label = Label::zero(modulus);
-        for d in label.digits[..modulus.digits()].iter_mut() {
-            let l = lo as u128 * p;
-            let h = hi as u128 * p + (l >> 64);
-            lo = l as u64;
-            hi = h as u64;
-            *d = (h >> 64) as u16;
+    /// Makes this storage hold a label of `modulus`, clearing stale digits
+    /// only when the modulus changes (the live digits are overwritten).
+    #[inline]
+    fn reset(&mut self, modulus: Modulus) {
+        if self.modulus != modulus {
+            self.digits = [0; MAX_DIGITS];
+            self.modulus = modulus;
         }
-        label
     }
 }
 
@@ -276,8 +309,9 @@ fn horner(digits: &[u16], p: u64) -> u64 {
 impl ConstantTimeEq for Label {
     fn ct_eq(&self, other: &Label) -> Choice {
         let same_modulus = Choice::from((self.modulus == other.modulus) as u8);
+        let n = self.modulus.digits();
         let mut acc = 0u16;
-        for (a, b) in self.digits.iter().zip(other.digits.iter()) {
+        for (a, b) in self.digits[..n].iter().zip(other.digits[..n].iter()) {
             acc |= a ^ b;
         }
         same_modulus & acc.ct_eq(&0)

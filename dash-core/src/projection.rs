@@ -63,7 +63,7 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
         for (i, h) in keys[..len].iter().enumerate() {
             let row = c + i;
             if row == 0 {
-                r0 = Label::from_hash(out_modulus, *h);
+                r0.set_from_hash(out_modulus, *h);
             } else {
                 row_output(row, &r0, &mut out);
                 rows[written] = out.to_block() ^ *h;
@@ -91,10 +91,12 @@ pub(crate) fn evaluate_rows<S: MaterialSource + ?Sized>(
     let m = key.modulus().value() as usize;
     let rows = source.next_rows(m - 1)?;
     let h = hash.hash(tweak, key.to_block());
+    let mut out = Label::zero(out_modulus);
     match key.colour() {
-        0 => Ok(Label::from_hash(out_modulus, h)),
-        c => Label::from_block(out_modulus, rows[c as usize - 1] ^ h),
+        0 => out.set_from_hash(out_modulus, h),
+        c => out.set_from_block(out_modulus, rows[c as usize - 1] ^ h)?,
     }
+    Ok(out)
 }
 
 /// Rotates `table[..m]` right by the secret `amount < m` (`out[c] = in[c - amount]`)
@@ -242,10 +244,10 @@ pub fn evaluate_batch<S: MaterialSource + ?Sized>(
         let mut offset = 0;
         for ((h, input), out) in blocks.iter().zip(ins).zip(outs.iter_mut()) {
             let m = input.modulus().value() as usize;
-            *out = match input.colour() {
-                0 => Label::from_hash(out_modulus, *h),
-                c => Label::from_block(out_modulus, rows[offset + c as usize - 1] ^ *h)?,
-            };
+            match input.colour() {
+                0 => out.set_from_hash(out_modulus, *h),
+                c => out.set_from_block(out_modulus, rows[offset + c as usize - 1] ^ *h)?,
+            }
             offset += m - 1;
         }
     }
