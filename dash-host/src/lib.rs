@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`material`] | in-memory sinks for garbled material |
 //! | [`rng`] | the garbler's CSPRNG, seeded from the operating system |
+//! | [`costs`] | the gadget cost table behind `dashgc costs` (from the cost-counting backend) |
 //! | [`bench`] | the single-threaded micro-benchmarks behind `dashgc bench` |
 //! | [`demo`] | the garble → evaluate → verify walk-through behind `dashgc demo` |
 
@@ -15,6 +16,7 @@
 pub use dash_core as core;
 
 pub mod bench;
+pub mod costs;
 pub mod demo;
 pub mod material;
 pub mod rng;

@@ -27,6 +27,19 @@ enum Command {
     Demo(DemoArgs),
     /// Measure AES, projection gates and CRT addition on one thread.
     Bench(BenchArgs),
+    /// Print what each gadget costs (ciphertexts, bytes, moduli), counted by
+    /// running it on the cost-counting backend.
+    Costs(CostsArgs),
+}
+
+#[derive(Args)]
+struct CostsArgs {
+    /// CRT base sizes (first k primes) to tabulate.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![5, 6, 7, 8, 9])]
+    k: Vec<usize>,
+    /// Print one JSON array (as the last line) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -77,11 +90,39 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+fn run_costs(args: CostsArgs) -> anyhow::Result<bool> {
+    if let Some(&k) = args.k.iter().find(|&&k| !(1..=12).contains(&k)) {
+        anyhow::bail!("--k {k}: choose CRT base sizes between 1 and 12");
+    }
+    let table = dash_host::costs::cost_table(&args.k)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&table)?);
+    } else {
+        println!(
+            "{:<16} {:>2} {:>10} {:>12} {:>10} {:>8}  moduli",
+            "gadget", "k", "accuracy", "ciphertexts", "bytes", "divisor"
+        );
+        for r in &table {
+            let acc = match &r.accuracy {
+                serde_json::Value::String(s) => s.clone(),
+                v => format!("{:.6}", v.as_f64().unwrap_or(f64::NAN)),
+            };
+            let div = r.divisor.map(|d| format!("{d} {}", r.rounding.unwrap_or(""))).unwrap_or_default();
+            println!(
+                "{:<16} {:>2} {:>10} {:>12} {:>10} {:>8}  {:?}",
+                r.gadget, r.k, acc, r.ciphertexts, r.bytes, div, r.moduli
+            );
+        }
+    }
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => run_demo(args),
         Command::Bench(args) => run_bench(args),
+        Command::Costs(args) => run_costs(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
