@@ -21,7 +21,7 @@ use crate::block::Block;
 use crate::delta::{Delta, ZeroLabel};
 use crate::error::Error;
 use crate::hash::{FixedKeyHash, HASH_LANES, Tweak};
-use crate::label::Label;
+use crate::label::{Label, Powers};
 use crate::material::{MaterialSink, MaterialSource};
 use crate::modulus::{MAX_PROJECTION_INPUT, Modulus};
 use subtle::Choice;
@@ -46,6 +46,8 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
     sink: &mut S,
 ) -> Result<Label, Error> {
     let m = key0.modulus().value() as usize;
+    let key_powers = Powers::new(key0.modulus());
+    let out_powers = Powers::new(out_modulus);
     let mut key = key0.clone();
     let mut r0 = Label::zero(out_modulus);
     let mut keys = [Block::ZERO; HASH_LANES];
@@ -55,7 +57,7 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
     while c < m {
         let len = HASH_LANES.min(m - c);
         for k in keys[..len].iter_mut() {
-            *k = key.to_block();
+            *k = key.to_block_with(&key_powers);
             key.add_assign_unchecked(delta_in.as_label());
         }
         hash.hash_batch_same_tweak(tweak, &mut keys[..len]);
@@ -66,7 +68,7 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
                 r0.set_from_hash(out_modulus, *h);
             } else {
                 row_output(row, &r0, &mut out);
-                rows[written] = out.to_block() ^ *h;
+                rows[written] = out.to_block_with(&out_powers) ^ *h;
                 written += 1;
             }
         }
