@@ -15,6 +15,9 @@ use subtle::{Choice, ConstantTimeEq};
 use zeroize::Zeroize;
 
 /// A label: `n` digits in `Z_p`. Arithmetic is digit-wise and constant-time.
+///
+/// Invariant: the digits past `n` are zero (so zeroising and comparing the
+/// live digits covers everything).
 #[derive(Clone)]
 pub struct Label {
     modulus: Modulus,
@@ -367,8 +370,12 @@ impl ConstantTimeEq for Label {
 }
 
 impl Zeroize for Label {
+    /// Clears the live digits; the ones past `n` are zero by the type's
+    /// invariant (every constructor and operation writes only `[..n]`, and
+    /// a change of modulus clears the whole array).
     fn zeroize(&mut self) {
-        self.digits.zeroize();
+        let n = self.modulus.digits();
+        self.digits[..n].zeroize();
     }
 }
 

@@ -39,7 +39,7 @@ pub const fn projection_rows(input: Modulus) -> usize {
 pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
     hash: &FixedKeyHash,
     tweak: Tweak,
-    key0: &Label,
+    key0: Label,
     delta_in: &Delta,
     out_modulus: Modulus,
     mut row_output: impl FnMut(usize, &Label, &mut Label),
@@ -48,13 +48,14 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
     let m = key0.modulus().value() as usize;
     let key_powers = Powers::new(key0.modulus());
     let out_powers = Powers::new(out_modulus);
-    let mut key = key0.clone();
+    let mut key = key0;
     let mut r0 = Label::zero(out_modulus);
     let mut keys = [Block::ZERO; HASH_LANES];
     let mut rows = [Block::ZERO; HASH_LANES];
     let mut out = Label::zero(out_modulus);
     let mut c = 0;
-    while c < m {
+    let mut status = Ok(());
+    while c < m && status.is_ok() {
         let len = HASH_LANES.min(m - c);
         for k in keys[..len].iter_mut() {
             *k = key.to_block_with(&key_powers);
@@ -72,13 +73,20 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
                 written += 1;
             }
         }
-        sink.put_rows(&rows[..written])?;
+        status = sink.put_rows(&rows[..written]);
         c += len;
     }
+    // Clear the secrets on every path, the error path included.
     key.zeroize();
     out.zeroize();
     keys.zeroize();
-    Ok(r0)
+    match status {
+        Ok(()) => Ok(r0),
+        Err(e) => {
+            r0.zeroize();
+            Err(e)
+        }
+    }
 }
 
 /// The evaluator's side of [`garble_rows`]: consumes the `m - 1` rows and
@@ -154,21 +162,41 @@ pub fn garble<S: MaterialSink + ?Sized>(
     sink: &mut S,
 ) -> Result<ZeroLabel, Error> {
     let m_in = input.modulus();
-    let n = delta_out.modulus();
     if delta_in.modulus() != m_in {
         return Err(Error::ModulusMismatch { left: m_in.value(), right: delta_in.modulus().value() });
     }
     if m_in.value() > MAX_PROJECTION_INPUT {
         return Err(Error::ProjectionInputTooLarge(m_in.value()));
     }
+    // Small tables (the common case: CRT primes, carries) use small stack
+    // buffers; the choice depends only on the public modulus.
+    if m_in.value() <= 64 {
+        garble_with::<64, S>(hash, tweak, input, delta_in, delta_out, table, sink)
+    } else {
+        garble_with::<{ MAX_PROJECTION_INPUT as usize }, S>(hash, tweak, input, delta_in, delta_out, table, sink)
+    }
+}
+
+fn garble_with<const CAP: usize, S: MaterialSink + ?Sized>(
+    hash: &FixedKeyHash,
+    tweak: Tweak,
+    input: &ZeroLabel,
+    delta_in: &Delta,
+    delta_out: &Delta,
+    table: impl Fn(u16) -> u16,
+    sink: &mut S,
+) -> Result<ZeroLabel, Error> {
+    let m_in = input.modulus();
+    let n = delta_out.modulus();
     let m = m_in.value() as usize;
-    let mut rotated = [0u16; MAX_PROJECTION_INPUT as usize];
-    let mut scratch = [0u16; MAX_PROJECTION_INPUT as usize];
+    let mut rotated = [0u16; CAP];
+    let mut scratch = [0u16; CAP];
     for (x, t) in rotated[..m].iter_mut().enumerate() {
         *t = n.reduce(table(x as u16) as u32);
     }
     let a = input.as_label().colour();
     rotate_constant_time(&mut rotated[..m], &mut scratch[..m], a);
+    scratch[..m].zeroize();
     // rotated[c] = φ(c - a): the output for the label of colour c.
     let mut key0 = input.as_label().clone();
     key0.add_scaled_unchecked(delta_in.as_label(), m_in.sub(0, a));
@@ -176,14 +204,12 @@ pub fn garble<S: MaterialSink + ?Sized>(
     let result = garble_rows(
         hash,
         tweak,
-        &key0,
+        key0,
         delta_in,
         n,
         |c, r0, out| out.set_scaled_sum(r0, delta_out.as_label(), n.sub(rotated[c], first)),
         sink,
     );
-    key0.zeroize();
-    scratch[..m].zeroize();
     let mut r0 = result?;
     // C = R_0 - φ(-a)·Δ_n, so that row c holds C + φ(c - a)·Δ_n.
     r0.add_scaled_unchecked(delta_out.as_label(), n.neg(first));
