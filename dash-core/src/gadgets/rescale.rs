@@ -72,6 +72,7 @@ use crate::error::Error;
 use crate::gadgets::basechange::{
     MixedRadix, ModulusList, Wires, ascending, check_bundle, measure, mod_signed, mod_small,
 };
+use crate::gadgets::sign::{Accuracy, SignGadget};
 use crate::modulus::Modulus;
 
 /// How [`Rescale`] rounds the quotient `x / d`.
@@ -371,6 +372,154 @@ impl Rescale {
     }
 }
 
+/// Dash's exact halving, `x -> ceil(x/2)`, with parity recovery by an exact
+/// sign (the anchor this crate compares [`Rescale`] with).
+///
+/// For a base containing 2 (so `Q/2` is odd), with `R` the other primes
+/// (product `Q_R = Q/2`):
+///
+/// 1. `u = x + Q/2` lies in `[0, Q)`; `r = u mod 2` is the residue of 2.
+/// 2. Projecting `r` into every prime of `R` (1 ciphertext each) gives
+///    `v = (u - r)/2 = floor(u/2) in [0, Q_R)` modulo each prime of `R`.
+/// 3. `v mod 2` is lost. With `h = v·2^{-1} mod Q_R` (free), `v = 2h` if
+///    `h < Q_R/2` and `v = 2h - Q_R` otherwise; `Q_R` is odd, so `v` is odd
+///    exactly when `h`, read as a signed value on `R`, is negative. An exact
+///    [`SignGadget`] on the base `R` returns that bit, which *is* `v mod 2`.
+/// 4. `floor((x + Q/2)/2) = ceil(x/2) + floor(Q/4)`, so subtracting
+///    `floor(Q/4)` (free) gives `ceil(x/2)`.
+///
+/// **Rounding**: `ceil(x/2)`, exact for every `x` in the signed range (the
+/// sign must be exact: an approximate one would move the result by `Q/4`).
+/// [`Halving::apply_repeated`] returns `ceil(x/2^j)` exactly, since nested
+/// ceilings of divisions by positive integers compose.
+///
+/// **Cost**: `(k - 1)` plus one exact sign on `k - 1` primes. For the
+/// first 7 primes that is 6 + the sign on `{3, 5, …, 17}`; see
+/// [`Halving::cost`] and `docs/RESCALE.md`. [`Rescale`] with divisor 2 does
+/// the same division with a base extension instead, and is cheaper.
+#[derive(Clone, Debug)]
+pub struct Halving {
+    base: CrtBase,
+    /// Index of 2 in the base.
+    two: usize,
+    sign: SignGadget,
+    /// `2^{-1}` modulo each prime of `rest`.
+    inv2: [u16; MAX_CRT_PRIMES],
+    half: u128,
+    low: i128,
+    cost: u64,
+    moduli: ModulusList,
+}
+
+impl Halving {
+    /// Halving on `base`, which must contain 2 and at least one other
+    /// prime ([`Error::InvalidParameter`] otherwise).
+    pub fn new(base: &CrtBase) -> Result<Halving, Error> {
+        let two = base.moduli().iter().position(|m| m.value() == 2).ok_or(Error::InvalidParameter)?;
+        if base.len() < 2 {
+            return Err(Error::InvalidParameter);
+        }
+        let rest_primes: Wires<u16> = base.moduli().iter().filter(|m| m.value() != 2).map(|m| m.value()).collect();
+        let rest = CrtBase::new(&rest_primes)?;
+        let sign = SignGadget::new(&rest, Accuracy::Exact)?;
+        let mut inv2 = [0u16; MAX_CRT_PRIMES];
+        for (j, p) in rest.moduli().iter().enumerate() {
+            inv2[j] = p.inverse(2).ok_or(Error::InvalidParameter)?;
+        }
+        let min = base.min_value();
+        if (min + 1).rem_euclid(2) != 0 {
+            // Q/2 is odd whenever 2 is a base prime; anything else is a bug.
+            return Err(Error::InvalidParameter);
+        }
+        let mut h = Halving {
+            base: base.clone(),
+            two,
+            sign,
+            inv2,
+            half: base.product() / 2,
+            low: (min + 1).div_euclid(2),
+            cost: 0,
+            moduli: ModulusList::new(),
+        };
+        let (cost, moduli) = measure(base, |cc, x| h.apply(cc, x))?;
+        h.cost = cost;
+        h.moduli = moduli;
+        Ok(h)
+    }
+
+    /// The base (input and output).
+    pub fn base(&self) -> &CrtBase {
+        &self.base
+    }
+
+    /// Ciphertexts per halving.
+    pub fn cost(&self) -> u64 {
+        self.cost
+    }
+
+    /// Ciphertexts of the exact sign on the base without 2 (part of
+    /// [`Halving::cost`]).
+    pub fn sign_cost(&self) -> u64 {
+        self.sign.sign_ciphertexts()
+    }
+
+    /// Every modulus any wire uses, inputs included (all prime).
+    pub fn moduli(&self) -> &[Modulus] {
+        &self.moduli
+    }
+
+    /// Plaintext reference: `ceil(x/2)`.
+    pub fn reference(&self, x: i128) -> i128 {
+        Rounding::Ceil.divide(x, 2)
+    }
+
+    /// Plaintext reference of `j` halvings: `ceil(x/2^j)` (`j < 127`).
+    pub fn reference_repeated(&self, x: i128, j: u32) -> i128 {
+        let d = 1i128 << j;
+        (x + d - 1).div_euclid(d)
+    }
+
+    /// `ceil(x/2)` on the same base.
+    pub fn apply<B: Backend>(&self, b: &mut B, x: &Bundle<B::Wire>) -> Result<Bundle<B::Wire>, Error> {
+        check_bundle(b, &self.base, x)?;
+        let moduli = self.base.moduli();
+        let xs = x.wires();
+        let half2 = mod_small(self.half, moduli[self.two]);
+        let r = b.add_constant(&xs[self.two], half2)?;
+        let mut v = Wires::new();
+        let mut h = Wires::new();
+        let others = xs.iter().zip(moduli).enumerate().filter(|&(i, _)| i != self.two);
+        for (j, (_, (w, &p))) in others.enumerate() {
+            let inv2 = self.inv2[j];
+            let u = b.add_constant(w, mod_small(self.half, p))?;
+            let u = b.cmul(&u, inv2)?;
+            let minus_r = b.project(&r, p, move |t| p.neg(p.mul(t, inv2)))?;
+            let vp = b.add(&u, &minus_r)?;
+            let _ = h.push(b.cmul(&vp, inv2)?);
+            let _ = v.push(vp);
+        }
+        // h = v / 2 mod Q_R: its sign on R is the parity of v.
+        let h = Bundle::from_wires(h)?;
+        let parity = self.sign.sign_bit(b, &h)?;
+        let mut out = Wires::new();
+        let mut rest = v.into_iter();
+        for (i, &p) in moduli.iter().enumerate() {
+            let w = if i == self.two { parity.clone() } else { rest.next().ok_or(Error::LengthMismatch)? };
+            let _ = out.push(b.add_constant(&w, mod_signed(self.low, p))?);
+        }
+        Bundle::from_wires(out)
+    }
+
+    /// `ceil(x/2^j)`: `j` halvings in a row (`j` times [`Halving::cost`]).
+    pub fn apply_repeated<B: Backend>(&self, b: &mut B, x: &Bundle<B::Wire>, j: u32) -> Result<Bundle<B::Wire>, Error> {
+        let mut y = x.clone();
+        for _ in 0..j {
+            y = self.apply(b, &y)?;
+        }
+        Ok(y)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,5 +639,55 @@ mod tests {
             assert!(r.moduli().iter().all(|m| is_prime(m.value())));
         }
         assert!(cheapest <= 250);
+    }
+
+    #[test]
+    fn halving_exhaustive_k_up_to_5_and_repeated() {
+        for k in 2..=5 {
+            let base = CrtBase::first(k).unwrap();
+            let h = Halving::new(&base).unwrap();
+            for x in base.min_value()..=base.max_value() {
+                let y = h.apply(&mut Plaintext, &plain_bundle(&base, x)).unwrap();
+                assert_eq!(plain_value(&base, &y), h.reference(x), "k {k} x {x}");
+            }
+        }
+        let base = CrtBase::first(4).unwrap();
+        let h = Halving::new(&base).unwrap();
+        for x in base.min_value()..=base.max_value() {
+            for j in 0..=4 {
+                let y = h.apply_repeated(&mut Plaintext, &plain_bundle(&base, x), j).unwrap();
+                assert_eq!(plain_value(&base, &y), h.reference_repeated(x, j), "x {x} j {j}");
+            }
+        }
+        assert_eq!(Halving::new(&CrtBase::new(&[3, 5]).unwrap()).unwrap_err(), Error::InvalidParameter);
+        assert_eq!(Halving::new(&CrtBase::new(&[2]).unwrap()).unwrap_err(), Error::InvalidParameter);
+    }
+
+    #[test]
+    fn halving_exhaustive_k6_and_unordered_base() {
+        let base = CrtBase::first(6).unwrap();
+        let h = Halving::new(&base).unwrap();
+        for x in base.min_value()..=base.max_value() {
+            let y = h.apply(&mut Plaintext, &plain_bundle(&base, x)).unwrap();
+            assert_eq!(plain_value(&base, &y), h.reference(x), "x {x}");
+        }
+        let base = CrtBase::new(&[7, 3, 2, 5]).unwrap();
+        let h = Halving::new(&base).unwrap();
+        for x in base.min_value()..=base.max_value() {
+            let y = h.apply(&mut Plaintext, &plain_bundle(&base, x)).unwrap();
+            assert_eq!(plain_value(&base, &y), h.reference(x), "x {x}");
+        }
+    }
+
+    /// `cargo test -p dash-core --release --lib -- --ignored rescale::tests::halving`
+    #[test]
+    #[ignore]
+    fn halving_exhaustive_k7() {
+        let base = CrtBase::first(7).unwrap();
+        let h = Halving::new(&base).unwrap();
+        for x in base.min_value()..=base.max_value() {
+            let y = h.apply(&mut Plaintext, &plain_bundle(&base, x)).unwrap();
+            assert_eq!(plain_value(&base, &y), h.reference(x), "x {x}");
+        }
     }
 }
