@@ -214,6 +214,19 @@ fn main() {
         );
     }
 
+    // The order sketched in background.md §6 for k = 7 (17 floored), for
+    // comparison, checked exhaustively too.
+    let base7 = CrtBase::first(7).unwrap();
+    let sketch = SignGadget::with_radices(&base7, Accuracy::Exact, &[3, 5, 13, 7, 11, 2]).unwrap();
+    let (_, wrong, _) = check(&sketch, 0..base7.product(), true);
+    assert_eq!(wrong, 0);
+    println!(
+        "\nbackground.md §6 order for k = 7, radices [3, 5, 13, 7, 11, 2], floored {:?}: sign {} ciphertexts, ReLU {} (exact over all of Z_Q)",
+        sketch.floored_prime(),
+        sketch.sign_ciphertexts(),
+        sketch.relu_ciphertexts()
+    );
+
     println!("\n## Exactness (gadget on the Plaintext backend)\n");
     for k in 5..=10 {
         let base = CrtBase::first(k).unwrap();

@@ -4,7 +4,7 @@
 //!
 //! The default tests use debug-friendly sizes. The full sweep (every value of
 //! `Z_Q` for k <= 6, every value within ±1000 of 0 and of ±Q/2 and 20 000
-//! random values for k = 7..=9, over 120 000 garbled evaluations) is
+//! random values for k = 7..=9, about 105 000 garbled evaluations) is
 //! ignored by default:
 //!
 //! ```text

@@ -730,6 +730,23 @@ mod tests {
         }
     }
 
+    /// `cargo test -p dash-core --release --lib -- --ignored exhaustive_k7_k8`
+    #[test]
+    #[ignore = "exhaustive over 10^7 values: run in release"]
+    fn exact_exhaustive_k7_k8() {
+        for k in [7, 8] {
+            let base = CrtBase::first(k).unwrap();
+            let g = SignGadget::new(&base, Accuracy::Exact).unwrap();
+            let q = base.product();
+            let neg_from = q - q / 2;
+            let mut pt = Plaintext;
+            for v in 0..q {
+                let x = plain_bundle(&base, v);
+                assert_eq!(g.sign_bit(&mut pt, &x).unwrap().value(), u16::from(v >= neg_from), "k {k} x {v}");
+            }
+        }
+    }
+
     #[test]
     fn exact_exhaustive_other_bases() {
         for primes in [
