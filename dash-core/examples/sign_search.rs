@@ -26,9 +26,12 @@ use dash_core::gadgets::sign::{Accuracy, SignGadget};
 use dash_core::{Bundle, CostCounter, CrtBase, Modulus, PlainWire, Plaintext};
 use std::time::Instant;
 
+/// A circuit on two input bundles, run on the cost counter.
+type CostCase<'a> = &'a dyn Fn(&mut CostCounter, &Bundle<Modulus>, &Bundle<Modulus>);
+
 fn counted(g: &SignGadget) -> (u64, u64, u64, u64) {
     let base = g.base();
-    let run = |f: &dyn Fn(&mut CostCounter, &Bundle<Modulus>, &Bundle<Modulus>)| {
+    let run = |f: CostCase| {
         let mut cc = CostCounter::new();
         let x = Bundle::from_wires(base.moduli().iter().map(|m| cc.input(*m))).unwrap();
         let y = Bundle::from_wires(base.moduli().iter().map(|m| cc.input(*m))).unwrap();
