@@ -5,6 +5,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`material`] | in-memory sinks for garbled material |
+//! | [`network`] | the integer network (layers, shapes, plaintext twin, model hash) |
 //! | [`rng`] | the garbler's CSPRNG, seeded from the operating system |
 //! | [`costs`] | the gadget cost table behind `dashgc costs` (from the cost-counting backend) |
 //! | [`bench`] | the single-threaded micro-benchmarks behind `dashgc bench` |
@@ -19,4 +20,5 @@ pub mod bench;
 pub mod costs;
 pub mod demo;
 pub mod material;
+pub mod network;
 pub mod rng;
