@@ -61,8 +61,8 @@
 //!
 //! ## Costs (ciphertexts, first `k` primes, from [`Rescale::cost`])
 //!
-//! Floor: `÷35` at `k = 7` costs 178, `÷2` at `k = 7` costs 132 (against
-//! 772 per Dash halving and 3860 for Dash's ÷32). The full table, produced
+//! At `k = 7`: floor `÷21` 176, floor `÷35` 178, ceiling `÷2` 132 (floor
+//! `÷2` 138); [`Halving`] 340. Dash: 772 per halving, 3860 for its ÷32. The full table, produced
 //! by `cargo run -p dash-core --example rescale_costs`, is in
 //! `docs/RESCALE.md`.
 
@@ -473,10 +473,13 @@ impl Halving {
         Rounding::Ceil.divide(x, 2)
     }
 
-    /// Plaintext reference of `j` halvings: `ceil(x/2^j)` (`j < 127`).
+    /// Plaintext reference of `j` halvings: `ceil(x/2^j)`.
     pub fn reference_repeated(&self, x: i128, j: u32) -> i128 {
-        let d = 1i128 << j;
-        (x + d - 1).div_euclid(d)
+        match 1i128.checked_shl(j) {
+            Some(d) if d > 0 => (x + d - 1).div_euclid(d),
+            // 2^j exceeds every representable |x| (below 2^125).
+            _ => (x > 0) as i128,
+        }
     }
 
     /// `ceil(x/2)` on the same base.
