@@ -14,6 +14,7 @@
 //! [`run`]; the JSON output and the table pick it up without further code.
 
 use crate::material::VecSink;
+use dash_core::gadgets::rescale::{Rescale, Rounding};
 use dash_core::gadgets::sign::{Accuracy, SignGadget};
 use dash_core::{
     Block, Bundle, CountingSink, CrtBase, Delta, Domain, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Label, Modulus,
@@ -136,6 +137,40 @@ pub struct BenchReport {
     /// Ciphertexts of one exact ReLU on the first 8 primes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relu8_ciphertexts: Option<u64>,
+    /// Exact ReLU on the first 7 primes, garbling, per element.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relu_garble_ns: Option<f64>,
+    /// `relu_garble_ns` / AES block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relu_garble_aes_ratio: Option<f64>,
+    /// Exact ReLU on the first 7 primes, evaluation, per element.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relu_eval_ns: Option<f64>,
+    /// `relu_eval_ns` / AES block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relu_eval_aes_ratio: Option<f64>,
+    /// Ciphertexts of one exact ReLU on the first 7 primes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relu_ciphertexts: Option<u64>,
+    /// Rescaling on the first 7 primes by [`RESCALE_DIVISOR`] (about 2^5,
+    /// floor), garbling, per element.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rescale_garble_ns: Option<f64>,
+    /// `rescale_garble_ns` / AES block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rescale_garble_aes_ratio: Option<f64>,
+    /// The same rescaling, evaluation, per element.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rescale_eval_ns: Option<f64>,
+    /// `rescale_eval_ns` / AES block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rescale_eval_aes_ratio: Option<f64>,
+    /// The divisor of the rescale figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rescale_divisor: Option<u64>,
+    /// Ciphertexts of one such rescaling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rescale_ciphertexts: Option<u64>,
     /// Wall-clock time of the whole run, in seconds.
     pub wall_s: f64,
 }
@@ -321,43 +356,68 @@ impl CrtFixture {
     }
 }
 
-/// One exact ReLU on the first 8 primes, garbled once for evaluation.
-struct ReluFixture {
+/// The divisor of the rescale figures: 33 = 3·11, the product of base
+/// primes closest to 2^5 on the first 7 primes.
+pub const RESCALE_DIVISOR: u64 = 33;
+
+/// Which gadget a [`GadgetFixture`] runs.
+#[derive(Clone, Copy)]
+enum GadgetOp {
+    Relu,
+    Rescale,
+}
+
+/// One gadget on the first `k` primes, garbled once for evaluation.
+struct GadgetFixture {
+    op: GadgetOp,
     hash: FixedKeyHash,
-    gadget: SignGadget,
-    keys: GarblerKeys,
-    ones: OneLabels,
+    sign: SignGadget,
+    rescale: Rescale,
+    keys: GarblerKeys<64>,
+    ones: OneLabels<64>,
     zero: Bundle<ZeroLabel>,
     label: Bundle<Label>,
     rows: Vec<Block>,
     ciphertexts: u64,
 }
 
-impl ReluFixture {
-    fn new() -> anyhow::Result<ReluFixture> {
-        let mut rng = ChaCha20Rng::seed_from_u64(9);
-        let base = CrtBase::first(8)?;
-        let gadget = SignGadget::new(&base, Accuracy::Exact)?;
-        let keys: GarblerKeys = GarblerKeys::generate(&mut rng, &gadget.moduli())?;
+impl GadgetFixture {
+    fn new(k: usize, op: GadgetOp) -> anyhow::Result<GadgetFixture> {
+        let mut rng = ChaCha20Rng::seed_from_u64(9 + k as u64);
+        let base = CrtBase::first(k)?;
+        let sign = SignGadget::new(&base, Accuracy::Exact)?;
+        let rescale = Rescale::new(&base, RESCALE_DIVISOR, Rounding::Floor)?;
+        let mut moduli = sign.moduli().to_vec();
+        moduli.extend_from_slice(rescale.moduli());
+        let keys: GarblerKeys<64> = GarblerKeys::generate(&mut rng, &moduli)?;
         let zero = keys.input_bundle(&base, &mut rng)?;
         let label = keys.encode_bundle(&base, &zero, -4321)?;
         let hash = FixedKeyHash::new();
-        let mut g = Garbler::new(&hash, &keys, VecSink::new());
-        gadget.relu(&mut g, &zero)?;
-        let rows = g.into_sink().into_rows();
         let ones = keys.one_labels();
-        let ciphertexts = rows.len() as u64;
-        Ok(ReluFixture { hash, gadget, keys, ones, zero, label, rows, ciphertexts })
+        let mut f =
+            GadgetFixture { op, hash, sign, rescale, keys, ones, zero, label, rows: Vec::new(), ciphertexts: 0 };
+        let mut g = Garbler::new(&f.hash, &f.keys, VecSink::new());
+        f.run(&mut g, &f.zero)?;
+        f.rows = g.into_sink().into_rows();
+        f.ciphertexts = f.rows.len() as u64;
+        Ok(f)
+    }
+
+    fn run<B: dash_core::Backend>(&self, b: &mut B, x: &Bundle<B::Wire>) -> Result<(), dash_core::Error> {
+        match self.op {
+            GadgetOp::Relu => self.sign.relu(b, x).map(drop),
+            GadgetOp::Rescale => self.rescale.apply(b, x).map(drop),
+        }
     }
 
     fn garble(&self) {
         let mut g = Garbler::new(&self.hash, &self.keys, CountingSink::default());
-        black_box(self.gadget.relu(&mut g, black_box(&self.zero)).expect("keys cover the gadget"));
+        self.run(&mut g, black_box(&self.zero)).expect("keys cover the gadget");
     }
 
     fn eval(&self) {
         let mut e = Evaluator::new(&self.hash, &self.ones, SliceSource::new(&self.rows));
-        black_box(self.gadget.relu(&mut e, black_box(&self.label)).expect("rows garbled for this gadget"));
+        self.run(&mut e, black_box(&self.label)).expect("rows garbled for this gadget");
     }
 }
 
@@ -409,10 +469,23 @@ pub fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     });
     put(&mut report.crt_add8_garble_ns, &mut report.crt_add8_garble_aes_ratio, garble);
 
-    let relu = ReluFixture::new()?;
-    report.relu8_ciphertexts = Some(relu.ciphertexts);
-    put(&mut report.relu8_garble_ns, &mut report.relu8_garble_aes_ratio, timer.paired(1, || relu.garble()));
-    put(&mut report.relu8_eval_ns, &mut report.relu8_eval_aes_ratio, timer.paired(1, || relu.eval()));
+    let relu = GadgetFixture::new(7, GadgetOp::Relu)?;
+    report.relu_ciphertexts = Some(relu.ciphertexts);
+    put(&mut report.relu_garble_ns, &mut report.relu_garble_aes_ratio, timer.paired(1, || relu.garble()));
+    put(&mut report.relu_eval_ns, &mut report.relu_eval_aes_ratio, timer.paired(1, || relu.eval()));
+    drop(relu);
+
+    let relu8 = GadgetFixture::new(8, GadgetOp::Relu)?;
+    report.relu8_ciphertexts = Some(relu8.ciphertexts);
+    put(&mut report.relu8_garble_ns, &mut report.relu8_garble_aes_ratio, timer.paired(1, || relu8.garble()));
+    put(&mut report.relu8_eval_ns, &mut report.relu8_eval_aes_ratio, timer.paired(1, || relu8.eval()));
+    drop(relu8);
+
+    let rescale = GadgetFixture::new(7, GadgetOp::Rescale)?;
+    report.rescale_divisor = Some(RESCALE_DIVISOR);
+    report.rescale_ciphertexts = Some(rescale.ciphertexts);
+    put(&mut report.rescale_garble_ns, &mut report.rescale_garble_aes_ratio, timer.paired(1, || rescale.garble()));
+    put(&mut report.rescale_eval_ns, &mut report.rescale_eval_aes_ratio, timer.paired(1, || rescale.eval()));
 
     report.aes_ns_per_block = timer.aes_ns_per_block();
     report.wall_s = start.elapsed().as_secs_f64();
@@ -464,7 +537,17 @@ mod tests {
         let config = BenchConfig { rounds: 3, batch: Duration::from_micros(200), quick: true };
         let report = run(config).unwrap();
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
-        for key in ["aes_ns_per_block", "proj_garble_ns", "proj_eval_ns", "proj_eval_aes_ratio", "crt_add8_ns"] {
+        for key in [
+            "aes_ns_per_block",
+            "proj_garble_ns",
+            "proj_eval_ns",
+            "proj_eval_aes_ratio",
+            "crt_add8_ns",
+            "relu_garble_ns",
+            "relu_eval_ns",
+            "rescale_garble_ns",
+            "rescale_eval_ns",
+        ] {
             let v = json[key].as_f64().unwrap_or_else(|| panic!("{key} missing"));
             assert!(v.is_finite() && v > 0.0, "{key} = {v}");
         }

@@ -10,7 +10,7 @@
 use dash_core::gadgets::compare;
 use dash_core::gadgets::rescale::{Rescale, Rounding};
 use dash_core::gadgets::sign::{Accuracy, SignGadget};
-use dash_core::{Backend, Bundle, CostCounter, CrtBase, Error, PlainWire, Plaintext};
+use dash_core::{Bundle, CostCounter, CrtBase, Error, PlainWire, Plaintext};
 use serde::Serialize;
 
 /// One gadget configuration and what it costs.
