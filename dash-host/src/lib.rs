@@ -6,6 +6,9 @@
 //! |---|---|
 //! | [`material`] | in-memory sinks for garbled material |
 //! | [`network`] | the integer network (layers, shapes, plaintext twin, model hash) |
+//! | [`tensor`] | label tensors (one modulus, contiguous digits) and CRT tensors |
+//! | [`engine`] | garbling and evaluation of an `IntNetwork`, streamed, on all cores |
+//! | [`format`] | the versioned binary format of streamed garbled material |
 //! | [`rng`] | the garbler's CSPRNG, seeded from the operating system |
 //! | [`costs`] | the gadget cost table behind `dashgc costs` (from the cost-counting backend) |
 //! | [`bench`] | the single-threaded micro-benchmarks behind `dashgc bench` |
@@ -19,6 +22,9 @@ pub use dash_core as core;
 pub mod bench;
 pub mod costs;
 pub mod demo;
+pub mod engine;
+pub mod format;
 pub mod material;
 pub mod network;
 pub mod rng;
+pub mod tensor;
