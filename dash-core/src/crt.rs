@@ -16,7 +16,7 @@ use crate::modulus::Modulus;
 use rand_core::CryptoRng;
 
 /// The most primes a CRT base may have.
-pub const MAX_CRT_PRIMES: usize = 16;
+pub const MAX_CRT_PRIMES: usize = 12;
 
 /// Residues of one value, one per prime of a base.
 pub type Residues = heapless::Vec<u16, MAX_CRT_PRIMES>;

@@ -281,23 +281,12 @@ impl Label {
     /// [`Label::from_block`] into existing storage (no copy of the label).
     #[inline]
     pub fn set_from_block(&mut self, modulus: Modulus, block: Block) -> Result<(), Error> {
-        let v = block.0;
-        if v > modulus.max_packed() {
-            return Err(Error::InvalidLabelEncoding);
-        }
         self.reset(modulus);
-        let c = modulus.chunk_digits();
-        let (chunks, top_len, chunk_frac, top_frac) = modulus.chunk_layout();
-        let mut rest = v;
-        for j in 0..chunks {
-            let lo = j * c;
-            if j + 1 < chunks {
-                let (q, g) = modulus.div_rem_chunk(rest);
-                rest = q;
-                modulus.fraction_digits(g, chunk_frac, &mut self.digits[lo..lo + c]);
-            } else {
-                modulus.fraction_digits(rest as u64, top_frac, &mut self.digits[lo..lo + top_len]);
-            }
+        let n = modulus.digits();
+        if let Err(e) = modulus.unpack(block.0, &mut self.digits[..n]) {
+            // Leave no half-written label behind.
+            self.digits[..n].fill(0);
+            return Err(e);
         }
         Ok(())
     }

@@ -32,18 +32,16 @@ pub struct Modulus {
     /// `floor((2^128 - 1) / (chunk_pow << shift)) - 2^64` for dividing by it.
     chunk_shift: u8,
     chunk_recip: u64,
-    /// `ceil(2^128 / p^len)` for a full chunk and for the top (last) chunk:
-    /// turns a chunk value into a fraction whose base-p digits fall out of
-    /// one multiplication each.
-    chunk_frac: u128,
-    top_frac: u128,
-    /// Digits in the top chunk, and the number of chunks (at most 3).
+    /// The top (most significant) chunk: its digit count, `p^top_len`, and
+    /// the normalising shift and reciprocal for dividing by it.
     top_len: u8,
+    top_pow: u64,
+    top_shift: u8,
+    top_recip: u64,
+    /// Number of chunks (at most 3).
     chunk_count: u8,
-    /// `p^digits` (the number of labels), saturating at `u128::MAX` for p = 2.
-    label_count_minus_one: u128,
     /// Barrett constant `floor(2^32 / p)` for reducing products `< 2^24`.
-    barrett: u64,
+    barrett: u32,
     /// Barrett constant `floor(2^16 / p)` for 16-bit lanes (`p <= 251`).
     barrett16: u16,
     /// Multiplier and shift dividing any `u64` by `p` without a `div`
@@ -137,20 +135,20 @@ impl Modulus {
             i += 1;
         }
         let chunk_shift = chunk_pow.leading_zeros() as u8;
-        let normalized = (chunk_pow << chunk_shift) as u128;
+        let top_shift = top_pow.leading_zeros() as u8;
         Ok(Modulus {
             p,
             digits,
             chunk_digits,
             chunk_pow,
             chunk_shift,
-            chunk_recip: (u128::MAX / normalized - (1u128 << 64)) as u64,
-            chunk_frac: u128::MAX / chunk_pow as u128 + 1,
-            top_frac: u128::MAX / top_pow as u128 + 1,
+            chunk_recip: reciprocal(chunk_pow << chunk_shift),
             top_len,
+            top_pow,
+            top_shift,
+            top_recip: reciprocal(top_pow << top_shift),
             chunk_count,
-            label_count_minus_one: if saturated { u128::MAX } else { pow - 1 },
-            barrett: (1u64 << 32) / p as u64,
+            barrett: ((1u64 << 32) / p as u64) as u32,
             barrett16: ((1u32 << 16) / p as u32) as u16,
             div_magic: div_magic(p as u64).0,
             div_shift: div_magic(p as u64).1,
@@ -173,7 +171,7 @@ impl Modulus {
     /// rounded down (at least 120 for every supported modulus).
     pub fn entropy_bits(self) -> u32 {
         // floor(digits * log2 p) without floats: the bit length of p^digits - 1.
-        128 - self.label_count_minus_one.leading_zeros()
+        128 - self.max_packed().leading_zeros()
     }
 
     pub(crate) const fn chunk_digits(self) -> usize {
@@ -197,17 +195,18 @@ impl Modulus {
         (((q_hi as u128) << 64) | q_lo as u128, r >> s)
     }
 
-    /// Writes the `len` base-p digits of `g < p^len` into `out` (least
-    /// significant first) using the fraction `ceil(2^128 / p^len)` = `frac`:
-    /// `F = g·frac / 2^64 + 1` lies within 2 of `g·2^64 / p^len`, and since
-    /// `p^len < 2^63` each multiplication `F·p` then carries out exactly the
-    /// next digit, most significant first.
+    /// Writes the `len` base-p digits of `g < P = p^len` into `out` (least
+    /// significant first), `P < 2^63` normalised by `shift` with reciprocal
+    /// `recip`. One 2-by-1 division gives the fraction
+    /// `F = floor(g·2^64 / P) + 1`, within 1 above `g·2^64 / P`; as
+    /// `P < 2^63`, each multiplication `F·p` then carries out exactly the
+    /// next digit, most significant first (the error times `p^len` never
+    /// reaches 2^64).
     #[inline(always)]
-    pub(crate) fn fraction_digits(self, g: u64, frac: u128, out: &mut [u16]) {
+    fn fraction_digits(self, g: u64, pow: u64, shift: u8, recip: u64, out: &mut [u16]) {
         let p = self.p as u128;
-        let hi = (frac >> 64) as u64;
-        let lo = frac as u64;
-        let mut f = g.wrapping_mul(hi).wrapping_add(((g as u128 * lo as u128) >> 64) as u64).wrapping_add(1);
+        let (q, _) = div_2by1(g << shift, 0, pow << shift, recip);
+        let mut f = q.wrapping_add(1);
         for d in out.iter_mut().rev() {
             let t = f as u128 * p;
             *d = (t >> 64) as u16;
@@ -215,19 +214,42 @@ impl Modulus {
         }
     }
 
-    pub(crate) const fn chunk_layout(self) -> (usize, usize, u128, u128) {
-        (self.chunk_count as usize, self.top_len as usize, self.chunk_frac, self.top_frac)
+    /// The digits of the packed value `v` into `out` (the `n` live digits),
+    /// or `InvalidLabelEncoding` if `v >= p^n`. For public data.
+    pub(crate) fn unpack(self, v: u128, out: &mut [u16]) -> Result<(), crate::Error> {
+        let c = self.chunk_digits as usize;
+        let chunks = self.chunk_count as usize;
+        let mut rest = v;
+        for j in 0..chunks - 1 {
+            let (q, g) = self.div_rem_chunk(rest);
+            rest = q;
+            self.fraction_digits(g, self.chunk_pow, self.chunk_shift, self.chunk_recip, &mut out[j * c..(j + 1) * c]);
+        }
+        // The value is a label iff what is left for the top chunk fits it.
+        if rest >= self.top_pow as u128 {
+            return Err(crate::Error::InvalidLabelEncoding);
+        }
+        let lo = (chunks - 1) * c;
+        let top = self.top_len as usize;
+        self.fraction_digits(rest as u64, self.top_pow, self.top_shift, self.top_recip, &mut out[lo..lo + top]);
+        Ok(())
     }
 
     /// The largest packed value of a label, `p^digits - 1`.
     pub(crate) const fn max_packed(self) -> u128 {
-        self.label_count_minus_one
+        let mut pow: u128 = 1;
+        let mut i = 0;
+        while i < self.digits {
+            pow = pow.wrapping_mul(self.p as u128);
+            i += 1;
+        }
+        pow.wrapping_sub(1)
     }
 
     /// `x mod p` for `x < 2^24`, without division or branches.
     #[inline(always)]
     pub const fn reduce(self, x: u32) -> u16 {
-        let q = ((x as u64 * self.barrett) >> 32) as u32;
+        let q = ((x as u64 * self.barrett as u64) >> 32) as u32;
         let r = x - q * self.p as u32; // in [0, 2p)
         reduce_once(r, self.p as u32) as u16
     }
@@ -299,6 +321,11 @@ impl Modulus {
         }
         Some(result)
     }
+}
+
+/// `floor((2^128 - 1) / d) - 2^64` for a normalised `d` (top bit set).
+const fn reciprocal(d: u64) -> u64 {
+    (u128::MAX / d as u128 - (1u128 << 64)) as u64
 }
 
 /// Divides the two-word `(u1, u0)` (with `u1 < d`) by the normalised `d`
