@@ -9,6 +9,8 @@
 //! | [`tensor`] | label tensors (one modulus, contiguous digits) and CRT tensors |
 //! | [`engine`] | garbling and evaluation of an `IntNetwork`, streamed, on all cores |
 //! | [`format`] | the versioned binary format of streamed garbled material |
+//! | [`mnist`] | the IDX reader (raw or gzipped) and the bundled MNIST test set |
+//! | [`model`] | float models in the project's JSON format, float reference inference |
 //! | [`rng`] | the garbler's CSPRNG, seeded from the operating system |
 //! | [`costs`] | the gadget cost table behind `dashgc costs` (from the cost-counting backend) |
 //! | [`bench`] | the single-threaded micro-benchmarks behind `dashgc bench` |
@@ -25,6 +27,8 @@ pub mod demo;
 pub mod engine;
 pub mod format;
 pub mod material;
+pub mod mnist;
+pub mod model;
 pub mod network;
 pub mod rng;
 pub mod tensor;
