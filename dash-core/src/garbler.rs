@@ -11,7 +11,7 @@ use crate::material::MaterialSink;
 use crate::modulus::{MAX_PROJECTION_INPUT, Modulus};
 use crate::projection;
 use rand_core::CryptoRng;
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq, CtOption};
 
 /// Default capacity of a key set: distinct moduli per circuit.
 pub const DEFAULT_MAX_MODULI: usize = 32;
@@ -103,13 +103,24 @@ impl<const N: usize> GarblerKeys<N> {
     /// expected label is constant-time, and no step branches on the zero
     /// label or the offset.
     pub fn decode(&self, zero: &ZeroLabel, returned: Block) -> Result<u16, Error> {
+        Option::from(self.decode_ct(zero, returned)?).ok_or(Error::AuthenticityCheckFailed)
+    }
+
+    /// [`GarblerKeys::decode`] without the final branch: the candidate value
+    /// and, as a `subtle::Choice`, whether the label is authentic. For
+    /// callers that must keep even the verdict's timing data-independent
+    /// (and for the constant-time check, which declassifies the verdict
+    /// explicitly). `Err` only for a modulus without keys.
+    pub fn decode_ct(&self, zero: &ZeroLabel, returned: Block) -> Result<CtOption<u16>, Error> {
         let m = zero.modulus();
         let delta = self.delta(m)?;
         // The returned label is public (the evaluator sent it).
-        let label = Label::from_block(m, returned).map_err(|_| Error::AuthenticityCheckFailed)?;
+        let Ok(label) = Label::from_block(m, returned) else {
+            return Ok(CtOption::new(0, Choice::from(0)));
+        };
         let x = m.sub(label.colour(), zero.as_label().colour());
         let expected = zero.encode(x, delta)?;
-        if bool::from(expected.to_block().ct_eq(&returned)) { Ok(x) } else { Err(Error::AuthenticityCheckFailed) }
+        Ok(CtOption::new(x, expected.to_block().ct_eq(&returned)))
     }
 }
 
