@@ -321,17 +321,77 @@ impl Acc {
     }
 }
 
+/// Terms of a dot product of residues mod `p` that a `u16` sum holds
+/// exactly (`0` when even one product does not fit).
+fn u16_segment(p: u16) -> usize {
+    let m = (p as u32 - 1).max(1);
+    (u16::MAX as u32 / (m * m)) as usize
+}
+
+/// Terms of a dot product of residues mod `p` that an `i32` sum holds.
+fn i32_segment(p: u16) -> usize {
+    let m = (p as u64 - 1).max(1);
+    ((i32::MAX as u64 / (m * m)) as usize).max(1)
+}
+
+/// `(Σ w·x0, Σ w·x1)` over residues (all below `p`). With `seg16 > 0`
+/// the products and partial sums run in wrapping `u16` lanes (exact: a
+/// segment of `seg16` terms cannot exceed `u16::MAX`), which the vector
+/// units multiply eight or sixteen at a time; otherwise in `u32`.
+#[inline]
+fn dot2(w: &[u16], x0: &[u16], x1: &[u16], seg16: usize, seg32: usize) -> (u64, u64) {
+    let (mut t0, mut t1) = (0u64, 0u64);
+    if seg16 >= 16 {
+        for ((wc, a), b) in w.chunks(seg16).zip(x0.chunks(seg16)).zip(x1.chunks(seg16)) {
+            let (mut s0, mut s1) = (0u16, 0u16);
+            for ((&wv, &av), &bv) in wc.iter().zip(a).zip(b) {
+                s0 = s0.wrapping_add(wv.wrapping_mul(av));
+                s1 = s1.wrapping_add(wv.wrapping_mul(bv));
+            }
+            t0 += s0 as u64;
+            t1 += s1 as u64;
+        }
+    } else {
+        for ((wc, a), b) in w.chunks(seg32).zip(x0.chunks(seg32)).zip(x1.chunks(seg32)) {
+            let (mut s0, mut s1) = (0u32, 0u32);
+            for ((&wv, &av), &bv) in wc.iter().zip(a).zip(b) {
+                s0 += wv as u32 * av as u32;
+                s1 += wv as u32 * bv as u32;
+            }
+            t0 += s0 as u64;
+            t1 += s1 as u64;
+        }
+    }
+    (t0, t1)
+}
+
+/// Dense layer on one residue. The input digits are first transposed to
+/// digit-major order (`xt[d][i]` = digit `d` of input `i`), so every output
+/// digit is one long dot product with a weight row, reduced once.
 fn dense(x: &LabelTensor, w: &[u16], b: &[u16], one: &[u16], out: &mut LabelTensor, inputs: usize) {
     let (n, p) = (x.label_len(), x.modulus().value());
-    let xd = x.digits();
-    out.digits_mut().par_chunks_mut(n).enumerate().for_each(|(o, y)| {
-        let mut acc = Acc::new(n, p);
-        acc.add(one, b[o]);
-        for (i, &wi) in w[o * inputs..(o + 1) * inputs].iter().enumerate() {
-            acc.add(&xd[i * n..(i + 1) * n], wi);
+    // One zero row so that an odd digit count still runs in pairs.
+    let mut xt = vec![0u16; (n + 1) * inputs];
+    for (i, lab) in x.digits().chunks_exact(n).enumerate() {
+        for (d, &v) in lab.iter().enumerate() {
+            xt[d * inputs + i] = v;
         }
-        acc.finish(y);
+    }
+    let (seg16, seg32) = (u16_segment(p), i32_segment(p));
+    let pp = p as u64;
+    out.digits_mut().par_chunks_mut(n).enumerate().for_each(|(o, y)| {
+        let wr = &w[o * inputs..(o + 1) * inputs];
+        let bias = b[o] as u64;
+        let row = |d: usize| &xt[d * inputs..(d + 1) * inputs];
+        for d in (0..n).step_by(2) {
+            let (s0, s1) = dot2(wr, row(d), row(d + 1), seg16, seg32);
+            y[d] = ((s0 + bias * one[d] as u64) % pp) as u16;
+            if d + 1 < n {
+                y[d + 1] = ((s1 + bias * one[d + 1] as u64) % pp) as u16;
+            }
+        }
     });
+    xt.zeroize();
 }
 
 struct ConvGeom {

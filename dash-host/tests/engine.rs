@@ -66,6 +66,10 @@ fn linear_layers_of_several_shapes() {
     let mut r = rng(1);
     // Dense, wrapping around Q freely (k = 5, Q = 2310).
     check(&net(5, &[7], vec![dense(&mut r, 7, 5, 400)]), 3, 1000, 10);
+    // Large primes take the u32 accumulation path of the dense kernel.
+    let big =
+        IntNetwork::new(vec![40], vec![dense(&mut r, 40, 6, 1000)], CrtBase::new(&[2, 3, 97, 101]).unwrap()).unwrap();
+    check(&big, 2, 20000, 11);
     // Convolutions: strides, asymmetric padding, several channels.
     for (i, (k, s, p)) in [
         ([3, 3], [1, 1], Padding::valid()),
