@@ -288,24 +288,64 @@ fn store(acc: &[u32], y: &mut [u16], p: u16) {
     }
 }
 
-/// A running `Σ w·x` over digit vectors with lazy reduction.
+/// A running `Σ w·x` over digit vectors with lazy reduction. For small
+/// primes the products accumulate in wrapping `u16` lanes (exact for
+/// `seg16` terms, then folded into `u32`), which the vector units handle
+/// eight or sixteen at a time; larger primes accumulate in `u32`.
 struct Acc {
     buf: [u32; dash_core::MAX_DIGITS],
+    small: [u16; dash_core::MAX_DIGITS],
     n: usize,
     p: u16,
     count: usize,
     limit: usize,
+    seg16: usize,
+    count16: usize,
 }
 
 impl Acc {
     fn new(n: usize, p: u16) -> Acc {
-        Acc { buf: [0; dash_core::MAX_DIGITS], n, p, count: 0, limit: accumulate_limit(p) }
+        Acc {
+            buf: [0; dash_core::MAX_DIGITS],
+            small: [0; dash_core::MAX_DIGITS],
+            n,
+            p,
+            count: 0,
+            limit: accumulate_limit(p),
+            seg16: u16_segment(p),
+            count16: 0,
+        }
+    }
+
+    /// Moves the `u16` partial sums into the `u32` ones.
+    fn fold(&mut self) {
+        for (a, s) in self.buf[..self.n].iter_mut().zip(self.small[..self.n].iter_mut()) {
+            *a += *s as u32;
+            *s = 0;
+        }
+        self.count16 = 0;
+        // Each fold adds below 2^16: reduce long before u32 overflows.
+        self.count += 1;
+        if self.count == 1 << 15 {
+            reduce_acc(&mut self.buf[..self.n], self.p);
+            self.count = 1;
+        }
     }
 
     #[inline]
     fn add(&mut self, x: &[u16], w: u16) {
         if w == 0 {
             return; // weights are public: skipping zeros leaks nothing
+        }
+        if self.seg16 >= 2 {
+            for (a, &d) in self.small[..self.n].iter_mut().zip(x) {
+                *a = a.wrapping_add(w.wrapping_mul(d));
+            }
+            self.count16 += 1;
+            if self.count16 == self.seg16 {
+                self.fold();
+            }
+            return;
         }
         mac(&mut self.buf[..self.n], x, w);
         self.count += 1;
@@ -316,8 +356,12 @@ impl Acc {
     }
 
     fn finish(&mut self, y: &mut [u16]) {
+        if self.count16 > 0 {
+            self.fold();
+        }
         store(&self.buf[..self.n], y, self.p);
         self.buf.zeroize();
+        self.small.zeroize();
     }
 }
 

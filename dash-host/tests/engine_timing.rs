@@ -92,4 +92,24 @@ fn timings() {
     )
     .unwrap();
     time("DeepSecure CNN k=9 exact ReLU", &ds, 3);
+
+    // A linear-only convolution stack, to time the convolution kernel:
+    // 16→16 channels, 3x3, 16x16, same padding, first 8 primes.
+    let cv = IntNetwork::new(
+        vec![16, 16, 16],
+        vec![IntLayer::Conv2d {
+            in_channels: 16,
+            out_channels: 16,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: Padding::uniform(1),
+            weights: ints(&mut r, 16 * 16 * 9, 20),
+            bias: ints(&mut r, 16, 20),
+        }],
+        base8,
+    )
+    .unwrap();
+    let (g, o) = time("conv 16->16 3x3 16x16 k=8", &cv, 5);
+    let macs = (16 * 16 * 9 * 16 * 16) as f64;
+    println!("  per multiply-add across 8 residues: garbler {:.2} ns, online {:.2} ns", g * 1e6 / macs, o * 1e6 / macs);
 }
