@@ -11,6 +11,8 @@
 //! | [`format`] | the versioned binary format of streamed garbled material |
 //! | [`mnist`] | the IDX reader (raw or gzipped) and the bundled MNIST test set |
 //! | [`model`] | float models in the project's JSON format, float reference inference |
+//! | [`quantize`] | quantisation and range planning: float model to a proven-in-range `IntNetwork` |
+//! | [`inference`] | private MNIST inference end to end: quantise, garble, evaluate, verify, report |
 //! | [`rng`] | the garbler's CSPRNG, seeded from the operating system |
 //! | [`costs`] | the gadget cost table behind `dashgc costs` (from the cost-counting backend) |
 //! | [`bench`] | the single-threaded micro-benchmarks behind `dashgc bench` |
@@ -26,9 +28,11 @@ pub mod costs;
 pub mod demo;
 pub mod engine;
 pub mod format;
+pub mod inference;
 pub mod material;
 pub mod mnist;
 pub mod model;
 pub mod network;
+pub mod quantize;
 pub mod rng;
 pub mod tensor;

@@ -1,0 +1,280 @@
+//! Private MNIST inference end to end: quantise a float model, then for
+//! each image garble a fresh circuit, encode the image, evaluate, decode and
+//! verify, and compare with the float model and the plaintext integer
+//! network.
+//!
+//! [`plain_accuracy`] gives float and quantised accuracy over a whole data
+//! set (cheap: no cryptography); [`run_mnist`] runs the garbled protocol on
+//! the first `limit` images and returns a [`Report`] with every figure the
+//! `dashgc run --json` line carries.
+//!
+//! What is counted where:
+//!
+//! * **garble seconds**: generating keys and writing the garbled material
+//!   (offline; one fresh circuit per image, as security requires);
+//! * **eval seconds**: the evaluator reading the material and evaluating
+//!   (the online computation); encoding and decoding are the garbler's
+//!   online work and are timed separately;
+//! * **garbled bytes**: the material streams, header included, summed over
+//!   images;
+//! * **online bytes**: the input labels sent and the output labels returned
+//!   (16 bytes per label, one label per residue of each value), summed over
+//!   images.
+
+use crate::engine::{self, Plan};
+use crate::mnist::Dataset;
+use crate::model::{FloatModel, argmax};
+use crate::quantize::{QuantizeOptions, Quantized, quantize};
+use anyhow::{Context, Result, ensure};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Bytes of one label on the wire.
+pub const LABEL_BYTES: u64 = 16;
+
+/// Options of [`run_mnist`].
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// How to quantise.
+    pub quantize: QuantizeOptions,
+    /// Show progress bars on standard error.
+    pub progress: bool,
+}
+
+/// Float and quantised accuracy of a model on a data set, without garbling.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlainAccuracy {
+    /// Images.
+    pub images: usize,
+    /// Float accuracy.
+    pub float: f64,
+    /// Quantised (integer network) accuracy.
+    pub quantized: f64,
+    /// Fraction of images where float and quantised predictions agree.
+    pub agreement: f64,
+    /// Per image: (float prediction, quantised prediction).
+    #[serde(skip)]
+    pub predictions: Vec<(usize, usize)>,
+}
+
+fn pixels(image: &[u8]) -> Vec<i64> {
+    image.iter().map(|&p| p as i64).collect()
+}
+
+/// Float and quantised predictions and accuracy on every image of `data`
+/// (in parallel).
+pub fn plain_accuracy(model: &FloatModel, q: &Quantized, data: &Dataset) -> Result<PlainAccuracy> {
+    ensure!(!data.is_empty(), "no images");
+    ensure!(
+        data.images.pixels_per_image() == model.input_len(),
+        "images have {} pixels, the model takes {} inputs",
+        data.images.pixels_per_image(),
+        model.input_len()
+    );
+    let predictions: Vec<(usize, usize)> = data
+        .images
+        .iter()
+        .collect::<Vec<_>>()
+        .par_iter()
+        .map(|im| {
+            let x = pixels(im);
+            Ok((model.predict(&x)?, q.predict(&x)?))
+        })
+        .collect::<Result<_>>()?;
+    let n = data.len() as f64;
+    let count = |f: &dyn Fn(usize, &(usize, usize)) -> bool| {
+        predictions.iter().enumerate().filter(|(i, p)| f(*i, p)).count() as f64 / n
+    };
+    Ok(PlainAccuracy {
+        images: data.len(),
+        float: count(&|i, p| p.0 == data.labels[i] as usize),
+        quantized: count(&|i, p| p.1 == data.labels[i] as usize),
+        agreement: count(&|_, p| p.0 == p.1),
+        predictions,
+    })
+}
+
+/// One image of a garbled run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ImageResult {
+    /// Index in the data set.
+    pub index: usize,
+    /// The true label.
+    pub label: u8,
+    /// The float model's prediction.
+    pub float_prediction: usize,
+    /// The plaintext integer network's prediction.
+    pub quantized_prediction: usize,
+    /// The garbled (decoded and verified) prediction.
+    pub garbled_prediction: usize,
+    /// Whether the garbled output equals the plaintext integer output exactly.
+    pub garbled_equals_plaintext: bool,
+}
+
+/// Results of [`run_mnist`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    /// Images run through the garbled protocol.
+    pub images: usize,
+    /// Float accuracy on those images.
+    pub accuracy_float: f64,
+    /// Quantised accuracy on those images.
+    pub accuracy_quantized: f64,
+    /// Garbled accuracy on those images.
+    pub accuracy_garbled: f64,
+    /// True only if every image's garbled output equals the plaintext
+    /// integer network's output.
+    pub garbled_equals_plaintext: bool,
+    /// Seconds spent quantising and planning (once).
+    pub quantize_seconds: f64,
+    /// Seconds spent garbling, all images.
+    pub garble_seconds: f64,
+    /// Seconds spent evaluating, all images.
+    pub eval_seconds: f64,
+    /// Seconds the garbler spent encoding inputs and decoding outputs, all images.
+    pub encode_decode_seconds: f64,
+    /// Bytes of garbled material, all images.
+    pub garbled_bytes: u64,
+    /// Bytes of garbled material per image.
+    pub garbled_bytes_per_image: u64,
+    /// Online bytes (input labels out, output labels back), all images.
+    pub online_bytes: u64,
+    /// Online bytes per image.
+    pub online_bytes_per_image: u64,
+    /// Ciphertexts per image.
+    pub ciphertexts_per_image: u64,
+    /// The CRT primes.
+    pub crt_moduli: Vec<u16>,
+    /// Divisors of the rescale layers, in order.
+    pub divisors: Vec<u64>,
+    /// Per image.
+    pub per_image: Vec<ImageResult>,
+}
+
+impl Report {
+    /// The summary as one JSON object (without the per-image list).
+    pub fn summary_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("per_image");
+        }
+        v
+    }
+}
+
+fn bar(show: bool, len: u64, what: &str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    pb.set_style(style);
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// Quantises `model`, then runs private inference on the first `limit`
+/// images of `data` (all when `None`): garble, encode, evaluate, decode and
+/// verify each, and compare with the float model and the plaintext integer
+/// network.
+pub fn run_mnist(model: &FloatModel, data: &Dataset, limit: Option<usize>, options: &RunOptions) -> Result<Report> {
+    let t = Instant::now();
+    let q = quantize(model, &options.quantize).context("quantisation")?;
+    run_quantized(model, &q, data, limit, options, t.elapsed().as_secs_f64())
+}
+
+/// [`run_mnist`] with an already quantised network.
+pub fn run_quantized(
+    model: &FloatModel,
+    q: &Quantized,
+    data: &Dataset,
+    limit: Option<usize>,
+    options: &RunOptions,
+    quantize_seconds: f64,
+) -> Result<Report> {
+    let n = limit.unwrap_or(data.len()).min(data.len());
+    ensure!(n > 0, "no images to run");
+    ensure!(
+        data.images.pixels_per_image() == model.input_len(),
+        "images have {} pixels, the model takes {} inputs",
+        data.images.pixels_per_image(),
+        model.input_len()
+    );
+    let t = Instant::now();
+    let plan = Plan::new(&q.network).context("planning the garbled circuit")?;
+    let quantize_seconds = quantize_seconds + t.elapsed().as_secs_f64();
+    let k = q.network.base.len() as u64;
+    let n_in = model.input_len() as u64;
+    let n_out = plan.output_shape().iter().product::<usize>() as u64;
+    let online_per_image = (n_in + n_out) * k * LABEL_BYTES;
+    let mut rng = crate::rng::os_seeded()?;
+
+    let pb = bar(options.progress, n as u64, "garbled");
+    let (mut garble_s, mut eval_s, mut codec_s) = (0.0, 0.0, 0.0);
+    let mut garbled_bytes = 0u64;
+    let mut per_image = Vec::with_capacity(n);
+    for i in 0..n {
+        let image = data.images.get(i).context("image index")?;
+        let x = pixels(image);
+        let float_prediction = model.predict(&x)?;
+        let want = q.network.eval_plain(&x)?;
+
+        let t = Instant::now();
+        let mut material = Vec::with_capacity(plan.material_bytes() as usize + 4096);
+        let session = engine::garble(&plan, &mut rng, &mut material).with_context(|| format!("garbling image {i}"))?;
+        garble_s += t.elapsed().as_secs_f64();
+        garbled_bytes += material.len() as u64;
+
+        let t = Instant::now();
+        let labels = session.encode_input(&x)?;
+        codec_s += t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        let out =
+            engine::evaluate(&plan, material.as_slice(), &labels).with_context(|| format!("evaluating image {i}"))?;
+        eval_s += t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        let got = session.decode_output(&out.to_blocks()).with_context(|| format!("decoding image {i}"))?;
+        codec_s += t.elapsed().as_secs_f64();
+
+        let r = ImageResult {
+            index: i,
+            label: data.labels[i],
+            float_prediction,
+            quantized_prediction: argmax(&want),
+            garbled_prediction: argmax(&got),
+            garbled_equals_plaintext: got == want,
+        };
+        pb.set_message(format!("image {i}: label {} → {}", r.label, r.garbled_prediction));
+        pb.inc(1);
+        per_image.push(r);
+    }
+    pb.finish_and_clear();
+
+    let acc = |f: &dyn Fn(&ImageResult) -> usize| {
+        per_image.iter().filter(|r| f(r) == r.label as usize).count() as f64 / n as f64
+    };
+    Ok(Report {
+        images: n,
+        accuracy_float: acc(&|r| r.float_prediction),
+        accuracy_quantized: acc(&|r| r.quantized_prediction),
+        accuracy_garbled: acc(&|r| r.garbled_prediction),
+        garbled_equals_plaintext: per_image.iter().all(|r| r.garbled_equals_plaintext),
+        quantize_seconds,
+        garble_seconds: garble_s,
+        eval_seconds: eval_s,
+        encode_decode_seconds: codec_s,
+        garbled_bytes,
+        garbled_bytes_per_image: garbled_bytes / n as u64,
+        online_bytes: online_per_image * n as u64,
+        online_bytes_per_image: online_per_image,
+        ciphertexts_per_image: plan.total_rows(),
+        crt_moduli: q.primes(),
+        divisors: q.dense.iter().filter_map(|d| d.divisor).collect(),
+        per_image,
+    })
+}

@@ -1,0 +1,558 @@
+//! Quantisation and range planning: from a [`FloatModel`] and its declared
+//! integer input range to an [`IntNetwork`] on the smallest CRT base for
+//! which **no value of the integer network can leave `[-Q/2, Q/2)` for any
+//! input in the declared range**, proved by interval arithmetic.
+//!
+//! # The integer network
+//!
+//! The input is taken as it is (MNIST: pixels `0..=255`, float value
+//! `pixel · scale`). Every value carries a *scale* `S`: an integer `v`
+//! stands for the real `v / S`. A dense layer with real weights `W`, `b`
+//! becomes
+//!
+//! ```text
+//! y = round(a·W)·x + round(a·S·b)          (scale S·a)
+//! ```
+//!
+//! with one weight factor `a > 0` per layer. A hidden layer (dense followed
+//! by ReLU) is then divided by `d`, a product of distinct base primes (what
+//! `dash_core`'s `Rescale` divides by exactly and cheaply), rounding to
+//! nearest: `floor((y + floor(d/2))/d)`, where the `floor(d/2)` is folded
+//! into the bias (free) so the cheapest, floor-rounding gadget suffices.
+//! ReLU follows the division (`relu(round(y/d)) = round(relu(y)/d)`), and
+//! the next layer has scale `S·a/d`. A dense layer followed by `sign` needs
+//! no division (the sign ignores positive scales); the last layer's
+//! outputs are decoded as they are and the class is their arg-max.
+//!
+//! # Interval proof
+//!
+//! [`interval_bounds`] propagates, element by element, the exact integer
+//! interval of every activation of an [`IntNetwork`] from the input box:
+//! a dense output lies in `[b + Σ min(w·lo, w·hi), b + Σ max(w·lo, w·hi)]`,
+//! a division maps `[lo, hi]` to `[round(lo/d), round(hi/d)]` (monotone),
+//! ReLU clamps at 0, and so on. [`check_ranges`] fails unless every
+//! interval (including the intermediate differences of max pooling) lies in
+//! the signed range of the base. These are sound bounds over the whole input
+//! box, not observations on samples, so `eval_plain` — and the garbled
+//! circuit, which equals it — never wraps modulo `Q`.
+//!
+//! # Choices
+//!
+//! For each `k` from [`QuantizeOptions::min_k`] up (first `k` primes):
+//!
+//! 1. each layer's weight factor `a` is the largest for which the layer's
+//!    proven output interval fits the base (binary search on `a`);
+//! 2. after a hidden layer, `d` is chosen so that the proven activation
+//!    bound `max hi / d` falls in `(2^(b-1), 2^b]` with
+//!    `b =` [`QuantizeOptions::activation_bits`], taking the cheapest
+//!    `Rescale` (fewest ciphertexts) among such divisors;
+//! 3. the first `k` for which every layer keeps at least
+//!    [`QuantizeOptions::min_weight_magnitude`] as its largest integer
+//!    weight is taken: the smallest base that keeps enough weight
+//!    precision, hence the least garbled material (every non-linear gadget
+//!    grows with `k`).
+//!
+//! No data is looked at: the plan depends only on the weights and the
+//! declared input range.
+
+use crate::model::{FloatLayer, FloatModel};
+use crate::network::{IntLayer, IntNetwork, Rounding};
+use anyhow::{Context, Result, bail, ensure};
+use dash_core::CrtBase;
+use dash_core::gadgets::rescale::Rescale;
+
+/// Tuning of [`quantize`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizeOptions {
+    /// Proven bound on hidden activations after division: at most
+    /// `2^activation_bits`.
+    pub activation_bits: u32,
+    /// Least acceptable largest integer weight magnitude in every layer
+    /// (16: about five bits of weight precision).
+    pub min_weight_magnitude: i64,
+    /// Smallest number of CRT primes tried.
+    pub min_k: usize,
+    /// Largest number of CRT primes tried.
+    pub max_k: usize,
+}
+
+impl Default for QuantizeOptions {
+    fn default() -> Self {
+        QuantizeOptions { activation_bits: 9, min_weight_magnitude: 16, min_k: 3, max_k: 10 }
+    }
+}
+
+/// A closed integer interval `[lo, hi]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interval {
+    /// Smallest value.
+    pub lo: i128,
+    /// Largest value.
+    pub hi: i128,
+}
+
+impl Interval {
+    /// `[lo, hi]`.
+    pub const fn new(lo: i128, hi: i128) -> Interval {
+        Interval { lo, hi }
+    }
+
+    /// Whether `v` lies inside.
+    pub fn contains(&self, v: i128) -> bool {
+        self.lo <= v && v <= self.hi
+    }
+
+    fn hull(xs: impl Iterator<Item = Interval>) -> Interval {
+        xs.fold(Interval::new(i128::MAX, i128::MIN), |a, b| Interval::new(a.lo.min(b.lo), a.hi.max(b.hi)))
+    }
+
+    fn add(self, o: Interval) -> Interval {
+        Interval::new(self.lo + o.lo, self.hi + o.hi)
+    }
+
+    /// `w · self` for a constant `w`.
+    fn scale(self, w: i128) -> Interval {
+        if w >= 0 { Interval::new(w * self.lo, w * self.hi) } else { Interval::new(w * self.hi, w * self.lo) }
+    }
+}
+
+/// What the quantiser chose for one float dense layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DenseChoice {
+    /// Index of the layer in the float model.
+    pub float_layer: usize,
+    /// The weight factor `a`: integer weights are `round(a·w)`.
+    pub weight_factor: f64,
+    /// Largest integer weight magnitude.
+    pub max_abs_weight: i64,
+    /// Proven interval of the layer's integer outputs (hull over elements).
+    pub output_bound: Interval,
+    /// The divisor applied after it (`None`: no division).
+    pub divisor: Option<u64>,
+    /// Ciphertexts of one division gadget (0 without division).
+    pub divisor_cost: u64,
+    /// Scale of the values the layer hands on (after any division).
+    pub output_scale: f64,
+}
+
+/// The result of [`quantize`]: the integer network, its proof, and the
+/// choices made.
+#[derive(Clone, Debug)]
+pub struct Quantized {
+    /// The integer network (its `eval_plain` is the quantised reference).
+    pub network: IntNetwork,
+    /// Declared integer input range.
+    pub input_range: Interval,
+    /// Proven interval of every element of every activation of `network`
+    /// (`[input, after layer 0, …]`), from [`interval_bounds`].
+    pub bounds: Vec<Vec<Interval>>,
+    /// One entry per float dense layer.
+    pub dense: Vec<DenseChoice>,
+    /// Scale of the outputs (integer per real unit of the float logits).
+    pub output_scale: f64,
+}
+
+impl Quantized {
+    /// The CRT primes.
+    pub fn primes(&self) -> Vec<u16> {
+        self.network.base.moduli().iter().map(|m| m.value()).collect()
+    }
+
+    /// Largest proven magnitude of any value in the network, against `Q/2`.
+    pub fn headroom(&self) -> (i128, i128) {
+        let m = self.bounds.iter().flatten().map(|i| i.lo.abs().max(i.hi.abs())).max().unwrap_or(0);
+        (m, self.network.base.max_value())
+    }
+
+    /// The quantised prediction for one input (arg-max of `eval_plain`).
+    pub fn predict(&self, input: &[i64]) -> Result<usize> {
+        Ok(crate::model::argmax(&self.network.eval_plain(input)?))
+    }
+}
+
+/// Products of distinct primes of `base` (neither 1 nor all of them), ascending.
+fn divisors(base: &CrtBase) -> Vec<u64> {
+    let ps: Vec<u64> = base.moduli().iter().map(|m| m.value() as u64).collect();
+    let k = ps.len();
+    let mut out: Vec<u64> =
+        (1u32..(1 << k) - 1).map(|mask| (0..k).filter(|i| mask >> i & 1 == 1).map(|i| ps[i]).product()).collect();
+    out.sort_unstable();
+    out
+}
+
+/// Integer weights and biases of a dense layer for weight factor `a`,
+/// input scale `s` and extra bias `offset`.
+fn quantize_dense(w: &[f64], b: &[f64], a: f64, s: f64, offset: i64) -> Result<(Vec<i64>, Vec<i64>)> {
+    let q = |v: f64| -> Result<i64> {
+        let r = v.round();
+        ensure!(r.is_finite() && r.abs() < (1u64 << 60) as f64, "quantised value {r} does not fit");
+        Ok(r as i64)
+    };
+    let wq = w.iter().map(|&v| q(v * a)).collect::<Result<Vec<_>>>()?;
+    let bq = b.iter().map(|&v| Ok(q(v * a * s)? + offset)).collect::<Result<Vec<_>>>()?;
+    Ok((wq, bq))
+}
+
+fn dense_bounds(inputs: usize, weights: &[i64], bias: &[i64], x: &[Interval]) -> Vec<Interval> {
+    weights
+        .chunks_exact(inputs)
+        .zip(bias)
+        .map(|(row, &b)| {
+            row.iter().zip(x).fold(Interval::new(b as i128, b as i128), |acc, (&w, &xi)| acc.add(xi.scale(w as i128)))
+        })
+        .collect()
+}
+
+fn fits(base: &CrtBase, iv: Interval) -> bool {
+    iv.lo >= base.min_value() && iv.hi <= base.max_value()
+}
+
+/// Quantises `model` on the smallest base that passes (see the module
+/// documentation), with the proof checked.
+pub fn quantize(model: &FloatModel, options: &QuantizeOptions) -> Result<Quantized> {
+    model.validate()?;
+    ensure!(
+        options.min_k >= 2 && options.min_k <= options.max_k,
+        "bad range of k: {}..={}",
+        options.min_k,
+        options.max_k
+    );
+    ensure!((1..=40).contains(&options.activation_bits), "activation_bits must be 1..=40");
+    let mut reasons = Vec::new();
+    for k in options.min_k..=options.max_k {
+        let base = CrtBase::first(k).map_err(|e| anyhow::anyhow!("no CRT base of {k} primes: {e:?}"))?;
+        match quantize_on(model, options, &base) {
+            Ok(q) => return Ok(q),
+            Err(e) => reasons.push(format!("k={k}: {e:#}")),
+        }
+    }
+    bail!("no CRT base with k in {}..={} works:\n  {}", options.min_k, options.max_k, reasons.join("\n  "))
+}
+
+/// Quantises `model` on the given base (see the module documentation), or
+/// explains why the base is too small.
+pub fn quantize_on(model: &FloatModel, options: &QuantizeOptions, base: &CrtBase) -> Result<Quantized> {
+    model.validate()?;
+    let input_range = Interval::new(model.input.min as i128, model.input.max as i128);
+    ensure!(fits(base, input_range), "the input range does not fit the base");
+    let mut x = vec![input_range; model.input_len()];
+    let mut scale = 1.0 / model.input.scale;
+    let mut layers = Vec::new();
+    let mut dense = Vec::new();
+    let all_divisors = divisors(base);
+    let mut skip_next = false;
+    for (i, layer) in model.layers.iter().enumerate() {
+        if std::mem::take(&mut skip_next) {
+            continue;
+        }
+        match layer {
+            FloatLayer::Flatten => layers.push(IntLayer::Flatten),
+            FloatLayer::Relu => {
+                layers.push(IntLayer::Relu);
+                x.iter_mut().for_each(|v| *v = Interval::new(v.lo.max(0), v.hi.max(0)));
+            }
+            FloatLayer::Sign => {
+                layers.push(IntLayer::Sign);
+                x = vec![Interval::new(-1, 1); x.len()];
+                scale = 1.0;
+            }
+            FloatLayer::Dense { inputs, outputs, weights, bias } => {
+                let next = model.layers.get(i + 1);
+                let ctx = || format!("layer {i} (dense {inputs}→{outputs})");
+                // 1. The largest weight factor whose outputs fit the base,
+                //    leaving room for the rounding offset of a division.
+                let fits_with = |a: f64, slack: i128| -> bool {
+                    match quantize_dense(weights, bias, a, scale, 0) {
+                        Ok((wq, bq)) => dense_bounds(*inputs, &wq, &bq, &x)
+                            .iter()
+                            .all(|iv| fits(base, Interval::new(iv.lo - slack, iv.hi + slack))),
+                        Err(_) => false,
+                    }
+                };
+                let mut slack = 0i128;
+                let (wq, bq, a, out, divisor) = loop {
+                    let (mut lo, mut hi) = (1e-12f64, base.product() as f64);
+                    ensure!(fits_with(lo, slack), "{}: does not fit even with negligible weights", ctx());
+                    for _ in 0..80 {
+                        let mid = (lo * hi).sqrt();
+                        if fits_with(mid, slack) { lo = mid } else { hi = mid }
+                    }
+                    let a = lo;
+                    let (wq, bq) = quantize_dense(weights, bias, a, scale, 0)?;
+                    let out = dense_bounds(*inputs, &wq, &bq, &x);
+                    // 2. The division after a hidden ReLU layer.
+                    let divisor = if matches!(next, Some(FloatLayer::Relu)) {
+                        let top = out.iter().map(|iv| iv.hi).max().unwrap_or(0).max(1);
+                        choose_divisor(base, &all_divisors, top, options.activation_bits).with_context(|| {
+                            format!("{}: no divisor brings {top} below 2^{}", ctx(), options.activation_bits)
+                        })?
+                    } else {
+                        None
+                    };
+                    let need = divisor.map_or(0, |(d, _)| (d / 2) as i128);
+                    if need <= slack {
+                        break (wq, bq, a, out, divisor);
+                    }
+                    slack = need;
+                };
+                let max_abs_weight = wq.iter().map(|w| w.abs()).max().unwrap_or(0);
+                ensure!(
+                    max_abs_weight >= options.min_weight_magnitude,
+                    "{}: largest integer weight {max_abs_weight} < {} (too little precision on this base)",
+                    ctx(),
+                    options.min_weight_magnitude
+                );
+                let offset = divisor.map_or(0, |(d, _)| (d / 2) as i64);
+                let bq: Vec<i64> = bq.iter().map(|b| b + offset).collect();
+                let out: Vec<Interval> =
+                    out.iter().map(|iv| Interval::new(iv.lo + offset as i128, iv.hi + offset as i128)).collect();
+                let output_bound = Interval::hull(out.iter().copied());
+                layers.push(IntLayer::Dense { inputs: *inputs, outputs: *outputs, weights: wq, bias: bq });
+                scale *= a;
+                x = out;
+                match next {
+                    Some(FloatLayer::Relu) => {
+                        if let Some((d, _)) = divisor {
+                            layers.push(IntLayer::Rescale { divisor: d, rounding: Rounding::Floor });
+                            scale /= d as f64;
+                            let r = |v: i128| Rounding::Floor.divide(v, d);
+                            x.iter_mut().for_each(|v| *v = Interval::new(r(v.lo), r(v.hi)));
+                        }
+                        layers.push(IntLayer::Relu);
+                        x.iter_mut().for_each(|v| *v = Interval::new(v.lo.max(0), v.hi.max(0)));
+                        skip_next = true;
+                    }
+                    Some(FloatLayer::Sign) => {
+                        layers.push(IntLayer::Sign);
+                        x = vec![Interval::new(-1, 1); x.len()];
+                        scale = 1.0;
+                        skip_next = true;
+                    }
+                    _ => {}
+                }
+                dense.push(DenseChoice {
+                    float_layer: i,
+                    weight_factor: a,
+                    max_abs_weight,
+                    output_bound,
+                    divisor: divisor.map(|(d, _)| d),
+                    divisor_cost: divisor.map_or(0, |(_, c)| c),
+                    output_scale: scale,
+                });
+            }
+        }
+    }
+    let network = IntNetwork::new(model.input.shape.clone(), layers, base.clone())?;
+    let bounds = interval_bounds(&network, input_range)?;
+    check_ranges(&network, &bounds)?;
+    Ok(Quantized { network, input_range, bounds, dense, output_scale: scale })
+}
+
+/// The divisor for a hidden layer whose proven outputs are at most `top`:
+/// `None` if `top <= 2^bits` already, else the cheapest divisor `d` with
+/// `top/d` in `(2^(bits-1), 2^bits]` (the smallest divisor with
+/// `top/d <= 2^bits` if none lands in that window). Returns the divisor and
+/// its gadget's cost.
+fn choose_divisor(base: &CrtBase, divisors: &[u64], top: i128, bits: u32) -> Result<Option<(u64, u64)>> {
+    let cap = 1i128 << bits;
+    if top <= cap {
+        return Ok(None);
+    }
+    let ok = |d: u64| (top + d as i128 - 1) / d as i128 <= cap;
+    let cost = |d: u64| -> Result<u64> {
+        Ok(Rescale::new(base, d, Rounding::Floor).map_err(|e| anyhow::anyhow!("rescale by {d}: {e:?}"))?.cost())
+    };
+    let window: Vec<u64> = divisors.iter().copied().filter(|&d| ok(d) && 2 * top > cap * d as i128).collect();
+    let mut best: Option<(u64, u64)> = None;
+    for d in window {
+        let c = cost(d)?;
+        if best.is_none_or(|(bd, bc)| c < bc || (c == bc && d < bd)) {
+            best = Some((d, c));
+        }
+    }
+    if best.is_none()
+        && let Some(d) = divisors.iter().copied().find(|&d| ok(d))
+    {
+        best = Some((d, cost(d)?));
+    }
+    best.map(Some).context("divisors too small")
+}
+
+/// Proven interval of every element of every activation of `net`
+/// (`[input, after layer 0, …]`) when every input lies in `input`.
+/// Arithmetic is exact (`i128`, checked); a bound that overflows `i128`
+/// is an error.
+pub fn interval_bounds(net: &IntNetwork, input: Interval) -> Result<Vec<Vec<Interval>>> {
+    let shapes = net.shapes()?;
+    let n_in: usize = net.input_shape.iter().product();
+    let mut acts: Vec<Vec<Interval>> = vec![vec![input; n_in]];
+    for (li, layer) in net.layers.iter().enumerate() {
+        let x = &acts[li];
+        let ctx = || format!("layer {li} ({})", layer.name());
+        let y: Vec<Interval> = match layer {
+            IntLayer::Dense { inputs, weights, bias, .. } => {
+                ensure!(weights.iter().chain(bias).all(|w| w.abs() < 1 << 62), "{}: weight too large", ctx());
+                dense_bounds(*inputs, weights, bias, x)
+            }
+            IntLayer::Conv2d { in_channels, out_channels, kernel, stride, padding, weights, bias } => {
+                let (&[_, h, w], &[_, oh, ow]) = (shapes[li].as_slice(), shapes[li + 1].as_slice()) else {
+                    bail!("{}: not a [C, H, W] tensor", ctx());
+                };
+                let [kh, kw] = *kernel;
+                let mut y = Vec::with_capacity(out_channels * oh * ow);
+                for oc in 0..*out_channels {
+                    for r in 0..oh {
+                        for c in 0..ow {
+                            let mut acc = Interval::new(bias[oc] as i128, bias[oc] as i128);
+                            for ic in 0..*in_channels {
+                                for dy in 0..kh {
+                                    for dx in 0..kw {
+                                        let iy = (r * stride[0] + dy) as isize - padding.top as isize;
+                                        let ix = (c * stride[1] + dx) as isize - padding.left as isize;
+                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                            continue;
+                                        }
+                                        let wv = weights[((oc * in_channels + ic) * kh + dy) * kw + dx];
+                                        acc = acc.add(x[(ic * h + iy as usize) * w + ix as usize].scale(wv as i128));
+                                    }
+                                }
+                            }
+                            y.push(acc);
+                        }
+                    }
+                }
+                y
+            }
+            IntLayer::SumPool { kernel, stride } | IntLayer::MaxPool { kernel, stride } => {
+                let (&[ch, h, w], &[_, oh, ow]) = (shapes[li].as_slice(), shapes[li + 1].as_slice()) else {
+                    bail!("{}: not a [C, H, W] tensor", ctx());
+                };
+                let sum = matches!(layer, IntLayer::SumPool { .. });
+                let mut y = Vec::with_capacity(ch * oh * ow);
+                for c in 0..ch {
+                    for r in 0..oh {
+                        for col in 0..ow {
+                            let win = (0..kernel[0]).flat_map(|dy| {
+                                (0..kernel[1]).map(move |dx| x[(c * h + r * stride[0] + dy) * w + col * stride[1] + dx])
+                            });
+                            y.push(if sum {
+                                win.fold(Interval::new(0, 0), Interval::add)
+                            } else {
+                                Interval::hull(win)
+                            });
+                        }
+                    }
+                }
+                y
+            }
+            IntLayer::Relu => x.iter().map(|v| Interval::new(v.lo.max(0), v.hi.max(0))).collect(),
+            IntLayer::Sign => x.iter().map(|_| Interval::new(-1, 1)).collect(),
+            IntLayer::Rescale { divisor, rounding } => x
+                .iter()
+                .map(|v| Interval::new(rounding.divide(v.lo, *divisor), rounding.divide(v.hi, *divisor)))
+                .collect(),
+            IntLayer::Flatten | IntLayer::Reshape { .. } => x.clone(),
+            IntLayer::ResidualAdd { from } => {
+                let other = acts.get(*from).with_context(|| format!("{}: no activation {from}", ctx()))?;
+                x.iter().zip(other).map(|(a, b)| a.add(*b)).collect()
+            }
+        };
+        acts.push(y);
+    }
+    Ok(acts)
+}
+
+/// Fails unless every interval lies in the signed range of the base. For
+/// max pooling, also the differences `a - b` its `max2` steps compute
+/// (bounded by the window's hull minus itself).
+pub fn check_ranges(net: &IntNetwork, bounds: &[Vec<Interval>]) -> Result<()> {
+    let base = &net.base;
+    ensure!(bounds.len() == net.layers.len() + 1, "bounds do not match the network");
+    for (i, act) in bounds.iter().enumerate() {
+        if let Some(bad) = act.iter().find(|iv| !fits(base, **iv)) {
+            bail!(
+                "activation {i} may reach [{}, {}], outside the base's range [{}, {}]",
+                bad.lo,
+                bad.hi,
+                base.min_value(),
+                base.max_value()
+            );
+        }
+    }
+    for (li, layer) in net.layers.iter().enumerate() {
+        if let IntLayer::MaxPool { .. } = layer {
+            let h = Interval::hull(bounds[li].iter().copied());
+            let diff = Interval::new(h.lo - h.hi, h.hi - h.lo);
+            ensure!(fits(base, diff), "layer {li} (maxpool): differences may reach ±{}, outside the base", h.hi - h.lo);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> FloatModel {
+        FloatModel::from_json(
+            r#"{"format":"dash-model","version":1,"name":"tiny",
+            "input":{"shape":[3],"min":0,"max":255,"scale":0.00392156862745098},
+            "layers":[{"type":"dense","inputs":3,"outputs":4,"weights":[0.5,-1.25,0.3,2,0.01,-0.7,-0.2,0.9,1.1,0.05,0.05,-0.05],"bias":[0.1,-0.2,0.3,0]},
+                      {"type":"relu"},
+                      {"type":"dense","inputs":4,"outputs":2,"weights":[1,-1,0.5,0.25,-0.3,0.8,0.1,-2],"bias":[0.01,-0.01]}]}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn tiny_model_bounds_hold_exhaustively_on_a_grid() {
+        let m = tiny();
+        let q = quantize(&m, &QuantizeOptions { activation_bits: 6, min_weight_magnitude: 8, ..Default::default() })
+            .unwrap();
+        assert!(q.network.layers.iter().any(|l| matches!(l, IntLayer::Rescale { .. })));
+        for a in (0..=255).step_by(15) {
+            for b in (0..=255).step_by(15) {
+                for c in [0, 1, 128, 254, 255] {
+                    let trace = q.network.eval_plain_trace(&[a, b, c]).unwrap();
+                    for (act, bound) in trace.iter().zip(&q.bounds) {
+                        for (v, iv) in act.iter().zip(bound) {
+                            assert!(iv.contains(*v as i128), "{v} outside {iv:?}");
+                        }
+                    }
+                    // The quantised logits track the float ones.
+                    let f = m.infer(&[a, b, c]).unwrap();
+                    let i = q.network.eval_plain(&[a, b, c]).unwrap();
+                    for (fv, iv) in f.iter().zip(&i) {
+                        assert!((fv - *iv as f64 / q.output_scale).abs() < 0.1, "{fv} vs {iv}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        let m = tiny();
+        let q = quantize(&m, &QuantizeOptions { activation_bits: 6, min_weight_magnitude: 8, ..Default::default() })
+            .unwrap();
+        // Blow up one weight: the proof must fail.
+        let mut net = q.network.clone();
+        if let IntLayer::Dense { weights, .. } = &mut net.layers[0] {
+            weights[0] = net.base.max_value() as i64;
+        }
+        let b = interval_bounds(&net, q.input_range).unwrap();
+        assert!(check_ranges(&net, &b).is_err());
+        // A base that is too small is refused with reasons.
+        let e = quantize(&m, &QuantizeOptions { min_k: 2, max_k: 3, ..Default::default() }).unwrap_err();
+        assert!(format!("{e:#}").contains("k=3"));
+    }
+
+    #[test]
+    fn divisors_are_products_of_base_primes() {
+        let base = CrtBase::first(4).unwrap();
+        assert_eq!(divisors(&base), vec![2, 3, 5, 6, 7, 10, 14, 15, 21, 30, 35, 42, 70, 105]);
+        let (d, c) = choose_divisor(&base, &divisors(&base), 1000, 5).unwrap().unwrap();
+        assert!((1000 + d as i128 - 1) / d as i128 <= 32 && c > 0);
+        assert_eq!(choose_divisor(&base, &divisors(&base), 30, 5).unwrap(), None);
+    }
+}
