@@ -148,6 +148,9 @@ pub struct Report {
     pub crt_moduli: Vec<u16>,
     /// Divisors of the rescale layers, in order.
     pub divisors: Vec<u64>,
+    /// Float and quantised accuracy over every image of the data set (not
+    /// only the garbled ones), computed in plaintext.
+    pub plain: PlainAccuracy,
     /// Per image.
     pub per_image: Vec<ImageResult>,
 }
@@ -203,6 +206,7 @@ pub fn run_quantized(
         data.images.pixels_per_image(),
         model.input_len()
     );
+    let plain = plain_accuracy(model, q, data)?;
     let t = Instant::now();
     let plan = Plan::new(&q.network).context("planning the garbled circuit")?;
     let quantize_seconds = quantize_seconds + t.elapsed().as_secs_f64();
@@ -275,6 +279,76 @@ pub fn run_quantized(
         ciphertexts_per_image: plan.total_rows(),
         crt_moduli: q.primes(),
         divisors: q.dense.iter().filter_map(|d| d.divisor).collect(),
+        plain,
         per_image,
     })
+}
+
+/// Writes the report for a person: one line per image, then accuracy,
+/// time per phase and sizes.
+pub fn write_report(report: &Report, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    for r in &report.per_image {
+        writeln!(
+            out,
+            "image {:>5}  label {}  garbled prediction {}  {}{}",
+            r.index,
+            r.label,
+            r.garbled_prediction,
+            if r.garbled_prediction == r.label as usize { "ok   " } else { "WRONG" },
+            if r.garbled_equals_plaintext { "" } else { "  (differs from the plaintext integer network!)" },
+        )?;
+    }
+    let n = report.images as f64;
+    let pct = |a: f64| 100.0 * a;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "accuracy on {} images: float {:.2}%  quantised {:.2}%  garbled {:.2}%  (garbled = plaintext integer network on every image: {})",
+        report.images,
+        pct(report.accuracy_float),
+        pct(report.accuracy_quantized),
+        pct(report.accuracy_garbled),
+        if report.garbled_equals_plaintext { "yes" } else { "NO" }
+    )?;
+    writeln!(
+        out,
+        "plaintext accuracy on all {} images: float {:.2}%  quantised {:.2}%  (predictions agree on {:.2}%)",
+        report.plain.images,
+        pct(report.plain.float),
+        pct(report.plain.quantized),
+        pct(report.plain.agreement)
+    )?;
+    writeln!(
+        out,
+        "CRT base {:?} (k = {}), rescale divisors {:?}",
+        report.crt_moduli,
+        report.crt_moduli.len(),
+        report.divisors
+    )?;
+    writeln!(out, "time: quantise+plan {:.3} s", report.quantize_seconds)?;
+    writeln!(
+        out,
+        "      garble {:.3} s ({:.1} ms/image), evaluate {:.3} s ({:.1} ms/image), encode+decode {:.3} s",
+        report.garble_seconds,
+        1e3 * report.garble_seconds / n,
+        report.eval_seconds,
+        1e3 * report.eval_seconds / n,
+        report.encode_decode_seconds
+    )?;
+    writeln!(
+        out,
+        "garbled material {:.2} MB per image ({} ciphertexts), online {:.1} KB per image (input and output labels)",
+        report.garbled_bytes_per_image as f64 / 1e6,
+        report.ciphertexts_per_image,
+        report.online_bytes_per_image as f64 / 1e3
+    )?;
+    Ok(())
+}
+
+/// The bundled model on the first `images` bundled MNIST test images:
+/// what `dashgc demo` runs.
+pub fn bundled_demo(images: usize, progress: bool) -> Result<Report> {
+    let model = FloatModel::bundled_mlp().context("the bundled model")?;
+    let data = crate::mnist::bundled_test_set().context("the bundled MNIST test set")?;
+    run_mnist(&model, &data, Some(images), &RunOptions { progress, ..RunOptions::default() })
 }

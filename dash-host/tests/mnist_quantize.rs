@@ -3,7 +3,7 @@
 //! quantised accuracy stays within 0.3 points of float accuracy, and the
 //! garbled protocol reproduces the plaintext integer network exactly.
 
-use dash_host::inference::{RunOptions, plain_accuracy, run_mnist};
+use dash_host::inference::{RunOptions, plain_accuracy, run_mnist, write_report};
 use dash_host::mnist::bundled_test_set;
 use dash_host::model::FloatModel;
 use dash_host::quantize::{QuantizeOptions, quantize};
@@ -66,5 +66,25 @@ fn garbled_equals_plaintext_on_first_images() {
     assert_eq!(report.accuracy_garbled, report.accuracy_quantized);
     assert!(report.garbled_bytes > 0 && report.online_bytes > 0);
     assert_eq!(report.crt_moduli.len(), 7);
-    println!("{}", report.summary_json());
+    assert_eq!(report.plain.images, 10_000);
+    let json = report.summary_json();
+    for key in [
+        "images",
+        "accuracy_float",
+        "accuracy_quantized",
+        "accuracy_garbled",
+        "garbled_equals_plaintext",
+        "garble_seconds",
+        "eval_seconds",
+        "garbled_bytes",
+        "online_bytes",
+        "crt_moduli",
+    ] {
+        assert!(json.get(key).is_some(), "{key} missing from {json}");
+    }
+    let mut text = Vec::new();
+    write_report(&report, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("image     0  label 7  garbled prediction 7"), "{text}");
+    println!("{text}\n{json}");
 }
