@@ -148,6 +148,9 @@ pub struct Report {
     pub crt_moduli: Vec<u16>,
     /// Divisors of the rescale layers, in order.
     pub divisors: Vec<u64>,
+    /// Whether the garbler rejected the first image's output after one bit
+    /// of a returned label was flipped (it must).
+    pub tamper_rejected: bool,
     /// Float and quantised accuracy over every image of the data set (not
     /// only the garbled ones), computed in plaintext.
     pub plain: PlainAccuracy,
@@ -220,6 +223,7 @@ pub fn run_quantized(
     let (mut garble_s, mut eval_s, mut codec_s) = (0.0, 0.0, 0.0);
     let mut garbled_bytes = 0u64;
     let mut per_image = Vec::with_capacity(n);
+    let mut tamper_rejected = false;
     for i in 0..n {
         let image = data.images.get(i).context("image index")?;
         let x = pixels(image);
@@ -242,8 +246,14 @@ pub fn run_quantized(
         eval_s += t.elapsed().as_secs_f64();
 
         let t = Instant::now();
-        let got = session.decode_output(&out.to_blocks()).with_context(|| format!("decoding image {i}"))?;
+        let mut returned = out.to_blocks();
+        let got = session.decode_output(&returned).with_context(|| format!("decoding image {i}"))?;
         codec_s += t.elapsed().as_secs_f64();
+        if i == 0 {
+            // A forged output label must be rejected, not decoded.
+            returned[0].0 ^= 1;
+            tamper_rejected = session.decode_output(&returned).is_err();
+        }
 
         let r = ImageResult {
             index: i,
@@ -279,6 +289,7 @@ pub fn run_quantized(
         ciphertexts_per_image: plan.total_rows(),
         crt_moduli: q.primes(),
         divisors: q.dense.iter().filter_map(|d| d.divisor).collect(),
+        tamper_rejected,
         plain,
         per_image,
     })
@@ -324,6 +335,11 @@ pub fn write_report(report: &Report, out: &mut impl std::io::Write) -> std::io::
         report.crt_moduli,
         report.crt_moduli.len(),
         report.divisors
+    )?;
+    writeln!(
+        out,
+        "a forged output label (one bit flipped) was {}",
+        if report.tamper_rejected { "rejected by the garbler's check" } else { "NOT rejected" }
     )?;
     writeln!(out, "time: quantise+plan {:.3} s", report.quantize_seconds)?;
     writeln!(

@@ -67,6 +67,7 @@ fn garbled_equals_plaintext_on_first_images() {
     assert!(report.garbled_bytes > 0 && report.online_bytes > 0);
     assert_eq!(report.crt_moduli.len(), 7);
     assert_eq!(report.plain.images, 10_000);
+    assert!(report.tamper_rejected);
     let json = report.summary_json();
     for key in [
         "images",
