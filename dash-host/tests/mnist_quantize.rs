@@ -56,12 +56,15 @@ fn bounds_hold_and_accuracy_is_kept_on_all_10000_images() {
     assert!((acc.float - acc.quantized).abs() <= 0.003, "float {} quantized {}", acc.float, acc.quantized);
 }
 
+/// The first 100 test images through the garbled protocol (10 in a debug
+/// build), as CI runs them.
 #[test]
 fn garbled_equals_plaintext_on_first_images() {
+    let n = if cfg!(debug_assertions) { 10 } else { 100 };
     let model = FloatModel::bundled_mlp().unwrap();
     let data = bundled_test_set().unwrap();
-    let report = run_mnist(&model, &data, Some(3), &RunOptions::default()).unwrap();
-    assert_eq!(report.images, 3);
+    let report = run_mnist(&model, &data, Some(n), &RunOptions::default()).unwrap();
+    assert_eq!(report.images, n);
     assert!(report.garbled_equals_plaintext, "{report:?}");
     assert_eq!(report.accuracy_garbled, report.accuracy_quantized);
     assert!(report.garbled_bytes > 0 && report.online_bytes > 0);
@@ -88,4 +91,19 @@ fn garbled_equals_plaintext_on_first_images() {
     let text = String::from_utf8(text).unwrap();
     assert!(text.contains("image     0  label 7  garbled prediction 7"), "{text}");
     println!("{text}\n{json}");
+}
+
+/// All 10,000 test images through the garbled protocol (about a quarter of
+/// an hour on two cores): `cargo test --release -p dash-host --test
+/// mnist_quantize -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn garbled_equals_plaintext_on_all_10000_images() {
+    let model = FloatModel::bundled_mlp().unwrap();
+    let data = bundled_test_set().unwrap();
+    let report = run_mnist(&model, &data, None, &RunOptions::default()).unwrap();
+    println!("{}", report.summary_json());
+    assert_eq!(report.images, 10_000);
+    assert!(report.garbled_equals_plaintext);
+    assert_eq!(report.accuracy_garbled, report.accuracy_quantized);
 }
