@@ -76,8 +76,8 @@ fn material_and_labels_of_another_inference_are_rejected() {
     let out2 = engine::evaluate(&plan, m2.as_slice(), &s2.encode_input(&x).unwrap()).unwrap().to_blocks();
     assert!(s1.decode_output(&out2).is_err(), "a response of another inference must not verify");
     // Inference 1's labels evaluated on inference 2's material: no valid output.
-    match engine::evaluate(&plan, m2.as_slice(), &s1.encode_input(&x).unwrap()) {
-        Ok(out) => assert!(s1.decode_output(&out.to_blocks()).is_err() && s2.decode_output(&out.to_blocks()).is_err()),
-        Err(_) => {} // the evaluator may already fail to decrypt
+    // (The evaluator may also fail outright to decrypt; that is fine too.)
+    if let Ok(out) = engine::evaluate(&plan, m2.as_slice(), &s1.encode_input(&x).unwrap()) {
+        assert!(s1.decode_output(&out.to_blocks()).is_err() && s2.decode_output(&out.to_blocks()).is_err());
     }
 }
