@@ -212,23 +212,24 @@ impl Label {
         debug_assert!(powers.modulus == m);
         let c = m.chunk_digits();
         let n = m.digits();
-        let d = &self.digits;
-        let dot = |digits: &[u16]| -> u64 {
-            let mut acc = 0u64;
-            for (&x, &w) in digits.iter().zip(powers.pow.iter()) {
-                acc = acc.wrapping_add(x as u64 * w);
+        // The two low chunks in one pass (two independent accumulators; the
+        // digits past `n` are zero, so a short label just adds zeros), then
+        // the top chunk. `2c <= 124` always, so both chunks are in bounds.
+        let (low, high) = self.digits.split_at(c);
+        let (mut g0, mut g1) = (0u64, 0u64);
+        for ((&a, &b), &w) in low.iter().zip(&high[..c]).zip(&powers.pow[..c]) {
+            g0 = g0.wrapping_add(a as u64 * w);
+            g1 = g1.wrapping_add(b as u64 * w);
+        }
+        let mut g2 = 0u64;
+        if n > 2 * c {
+            for (&a, &w) in self.digits[2 * c..n].iter().zip(&powers.pow) {
+                g2 = g2.wrapping_add(a as u64 * w);
             }
-            acc
-        };
-        let g0 = dot(&d[..c.min(n)]) as u128;
-        if n <= c {
-            return Block(g0);
         }
         let chunk_pow = m.chunk_pow() as u128;
-        let mid_end = (2 * c).min(n);
-        let g1 = dot(&d[c..mid_end]) as u128;
-        let high = if mid_end < n { dot(&d[mid_end..n]) as u128 * chunk_pow + g1 } else { g1 };
-        Block(high.wrapping_mul(chunk_pow).wrapping_add(g0))
+        let high = g2 as u128 * chunk_pow + g1 as u128;
+        Block(high.wrapping_mul(chunk_pow).wrapping_add(g0 as u128))
     }
 
     /// The label whose packing is `block` (the inverse of [`Label::to_block`]).

@@ -19,8 +19,9 @@ pub const MAX_MODULUS: u16 = 3181;
 pub const MAX_PROJECTION_INPUT: u16 = 1024;
 
 /// A prime modulus of a wire, with its label geometry and reduction
-/// constants. Cheap to copy; compare with `==`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// constants. Cheap to copy; compare with `==` (which compares the prime:
+/// everything else is derived from it).
+#[derive(Clone, Copy)]
 pub struct Modulus {
     p: u16,
     digits: u8,
@@ -53,6 +54,21 @@ pub struct Modulus {
 /// The largest modulus whose digit products `a*b + c` fit 16 bits, so digit
 /// arithmetic runs in 16-bit vector lanes.
 pub const MAX_SHORT_MODULUS: u16 = 251;
+
+impl PartialEq for Modulus {
+    #[inline]
+    fn eq(&self, other: &Modulus) -> bool {
+        self.p == other.p
+    }
+}
+
+impl Eq for Modulus {}
+
+impl core::hash::Hash for Modulus {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.p.hash(state);
+    }
+}
 
 impl core::fmt::Debug for Modulus {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
