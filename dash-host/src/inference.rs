@@ -65,6 +65,11 @@ fn pixels(image: &[u8]) -> Vec<i64> {
 /// Float and quantised predictions and accuracy on every image of `data`
 /// (in parallel).
 pub fn plain_accuracy(model: &FloatModel, q: &Quantized, data: &Dataset) -> Result<PlainAccuracy> {
+    plain_accuracy_with(model, q, data, false)
+}
+
+/// [`plain_accuracy`], with a progress bar on standard error when `progress`.
+pub fn plain_accuracy_with(model: &FloatModel, q: &Quantized, data: &Dataset, progress: bool) -> Result<PlainAccuracy> {
     ensure!(!data.is_empty(), "no images");
     ensure!(
         data.images.pixels_per_image() == model.input_len(),
@@ -72,6 +77,8 @@ pub fn plain_accuracy(model: &FloatModel, q: &Quantized, data: &Dataset) -> Resu
         data.images.pixels_per_image(),
         model.input_len()
     );
+    let pb = bar(progress, data.len() as u64, "plaintext");
+    pb.set_message("float and integer networks");
     let predictions: Vec<(usize, usize)> = data
         .images
         .iter()
@@ -79,9 +86,12 @@ pub fn plain_accuracy(model: &FloatModel, q: &Quantized, data: &Dataset) -> Resu
         .par_iter()
         .map(|im| {
             let x = pixels(im);
-            Ok((model.predict(&x)?, q.predict(&x)?))
+            let r = (model.predict(&x)?, q.predict(&x)?);
+            pb.inc(1);
+            Ok(r)
         })
         .collect::<Result<_>>()?;
+    pb.finish_and_clear();
     let n = data.len() as f64;
     let count = |f: &dyn Fn(usize, &(usize, usize)) -> bool| {
         predictions.iter().enumerate().filter(|(i, p)| f(*i, p)).count() as f64 / n
@@ -128,6 +138,9 @@ pub struct Report {
     pub garbled_equals_plaintext: bool,
     /// Seconds spent quantising and planning (once).
     pub quantize_seconds: f64,
+    /// Seconds spent on the plaintext float and integer networks over the
+    /// whole data set.
+    pub plain_seconds: f64,
     /// Seconds spent garbling, all images.
     pub garble_seconds: f64,
     /// Seconds spent evaluating, all images.
@@ -209,7 +222,9 @@ pub fn run_quantized(
         data.images.pixels_per_image(),
         model.input_len()
     );
-    let plain = plain_accuracy(model, q, data)?;
+    let t = Instant::now();
+    let plain = plain_accuracy_with(model, q, data, options.progress)?;
+    let plain_seconds = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let plan = Plan::new(&q.network).context("planning the garbled circuit")?;
     let quantize_seconds = quantize_seconds + t.elapsed().as_secs_f64();
@@ -279,6 +294,7 @@ pub fn run_quantized(
         accuracy_garbled: acc(&|r| r.garbled_prediction),
         garbled_equals_plaintext: per_image.iter().all(|r| r.garbled_equals_plaintext),
         quantize_seconds,
+        plain_seconds,
         garble_seconds: garble_s,
         eval_seconds: eval_s,
         encode_decode_seconds: codec_s,
@@ -341,7 +357,11 @@ pub fn write_report(report: &Report, out: &mut impl std::io::Write) -> std::io::
         "a forged output label (one bit flipped) was {}",
         if report.tamper_rejected { "rejected by the garbler's check" } else { "NOT rejected" }
     )?;
-    writeln!(out, "time: quantise+plan {:.3} s", report.quantize_seconds)?;
+    writeln!(
+        out,
+        "time: quantise+plan {:.3} s, plaintext float+integer networks on all {} images {:.3} s",
+        report.quantize_seconds, report.plain.images, report.plain_seconds
+    )?;
     writeln!(
         out,
         "      garble {:.3} s ({:.1} ms/image), evaluate {:.3} s ({:.1} ms/image), encode+decode {:.3} s",

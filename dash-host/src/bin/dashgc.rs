@@ -1,7 +1,12 @@
 //! `dashgc`: the Dash command-line tool.
 //!
-//! * `dashgc demo`: garble, evaluate and verify a small CRT computation,
-//!   then show a tampered result being rejected.
+//! * `dashgc demo [--images N]`: private inference of the bundled SecureML
+//!   MLP on the first N bundled MNIST test images (quantise, garble,
+//!   evaluate, decode and verify), then accuracy, time per phase and sizes.
+//!   `dashgc demo --toy`: the small CRT walk-through (garble, evaluate,
+//!   verify, tamper).
+//! * `dashgc run --model FILE --mnist IMAGES LABELS [--limit N] [--json]`:
+//!   the same on a given model file and IDX files.
 //! * `dashgc bench [--quick] [--json]`: single-threaded micro-benchmarks,
 //!   each also given as a ratio to the AES block time of the same run.
 
@@ -9,7 +14,8 @@
 #![deny(missing_docs)]
 
 use clap::{Args, Parser, Subcommand};
-use dash_host::{bench, demo, rng};
+use dash_host::{bench, demo, inference, mnist, model, quantize, rng};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Dash: private CNN inference with arithmetic garbled circuits.
@@ -22,9 +28,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Garble, evaluate, decode and verify a small CRT computation, then
-    /// tamper with one returned label and show the rejection.
+    /// Private inference of the bundled MNIST model on bundled MNIST test
+    /// images, end to end (or, with --toy, a small CRT walk-through).
     Demo(DemoArgs),
+    /// Private inference of a model on MNIST IDX files: quantise, garble,
+    /// evaluate, decode and verify every image; float, quantised and garbled
+    /// accuracy side by side.
+    Run(RunArgs),
     /// Measure AES, projection gates and CRT addition on one thread.
     Bench(BenchArgs),
     /// Print what each gadget costs (ciphertexts, bytes, moduli), counted by
@@ -43,14 +53,42 @@ struct CostsArgs {
 }
 
 #[derive(Args)]
+struct RunArgs {
+    /// Model file (the project's JSON model format, see models/README.md).
+    #[arg(long)]
+    model: PathBuf,
+    /// MNIST image and label files (IDX, raw or gzipped).
+    #[arg(long, num_args = 2, value_names = ["IMAGES", "LABELS"], required = true)]
+    mnist: Vec<PathBuf>,
+    /// Garble only the first N images (float and quantised accuracy over all
+    /// images are reported as well).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Print the report on standard error and one JSON object as the last
+    /// line of standard output.
+    #[arg(long)]
+    json: bool,
+    /// Proven bound on hidden activations after rescaling: 2^BITS.
+    #[arg(long, default_value_t = 9)]
+    activation_bits: u32,
+}
+
+#[derive(Args)]
 struct DemoArgs {
-    /// Length of the private input vector.
+    /// Number of bundled MNIST test images to run privately.
+    #[arg(long, default_value_t = 20)]
+    images: usize,
+    /// Run the small CRT walk-through instead (garble, evaluate, verify,
+    /// tamper), with --inputs, --outputs and --x.
+    #[arg(long)]
+    toy: bool,
+    /// Length of the private input vector (--toy).
     #[arg(long, default_value_t = 16)]
     inputs: usize,
-    /// Number of outputs (rows of the public weight matrix).
+    /// Number of outputs (rows of the public weight matrix) (--toy).
     #[arg(long, default_value_t = 4)]
     outputs: usize,
-    /// The private input vector, comma-separated (default: random in -9..=9).
+    /// The private input vector, comma-separated (default: random in -9..=9) (--toy).
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     x: Option<Vec<i64>>,
 }
@@ -66,6 +104,20 @@ struct BenchArgs {
 }
 
 fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
+    if !args.toy {
+        anyhow::ensure!(
+            (1..=10_000).contains(&args.images),
+            "--images {}: choose 1..=10000 (the bundled test set)",
+            args.images
+        );
+        println!(
+            "dashgc demo: private inference of the bundled SecureML MLP (784-128-128-10, ReLU) on the first {} bundled MNIST test images",
+            args.images
+        );
+        let report = inference::bundled_demo(args.images, true)?;
+        inference::write_report(&report, &mut std::io::stdout().lock())?;
+        return Ok(report.garbled_equals_plaintext && report.tamper_rejected);
+    }
     let spec = demo::DemoSpec::new(args.inputs, args.outputs)?;
     let mut rng = rng::os_seeded()?;
     let x = match args.x {
@@ -76,6 +128,27 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
         None => demo::random_inputs(&mut rng, spec.inputs()),
     };
     Ok(demo::run_to_stdout(&spec, &x, &mut rng)?.ok())
+}
+
+fn run_run(args: RunArgs) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    let [images, labels] = args.mnist.as_slice() else {
+        anyhow::bail!("--mnist takes two files: IMAGES LABELS");
+    };
+    let model = model::FloatModel::load(&args.model)?;
+    let data = mnist::load(images, labels).context("reading the MNIST files")?;
+    let options = inference::RunOptions {
+        quantize: quantize::QuantizeOptions { activation_bits: args.activation_bits, ..Default::default() },
+        progress: true,
+    };
+    let report = inference::run_mnist(&model, &data, args.limit, &options)?;
+    if args.json {
+        inference::write_report(&report, &mut std::io::stderr().lock())?;
+        println!("{}", report.summary_json());
+    } else {
+        inference::write_report(&report, &mut std::io::stdout().lock())?;
+    }
+    Ok(report.garbled_equals_plaintext && report.tamper_rejected)
 }
 
 fn run_bench(args: BenchArgs) -> anyhow::Result<bool> {
@@ -121,6 +194,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => run_demo(args),
+        Command::Run(args) => run_run(args),
         Command::Bench(args) => run_bench(args),
         Command::Costs(args) => run_costs(args),
     };
