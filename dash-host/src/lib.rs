@@ -16,7 +16,7 @@
 //! | [`rng`] | the garbler's CSPRNG, seeded from the operating system |
 //! | [`costs`] | the gadget cost table behind `dashgc costs` (from the cost-counting backend) |
 //! | [`bench`] | the single-threaded micro-benchmarks behind `dashgc bench` |
-//! | [`demo`] | the garble → evaluate → verify walk-through behind `dashgc demo` |
+//! | [`demo`] | the small CRT garble → evaluate → verify → tamper walk-through behind `dashgc demo --toy` |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
