@@ -22,6 +22,7 @@ fn run_json_last_line() {
         "data/mnist/t10k-labels-idx1-ubyte.gz",
         "--limit",
         "2",
+        "--garbled-only",
         "--json",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -29,6 +30,7 @@ fn run_json_last_line() {
     let last = stdout.lines().last().unwrap();
     let v: serde_json::Value = serde_json::from_str(last).unwrap();
     assert_eq!(v["images"], 2);
+    assert_eq!(v["plain"]["images"], 2);
     assert_eq!(v["garbled_equals_plaintext"], true);
     assert_eq!(v["crt_moduli"], serde_json::json!([2, 3, 5, 7, 11, 13, 17]));
     for key in ["accuracy_float", "accuracy_quantized", "accuracy_garbled", "garble_seconds", "eval_seconds"] {

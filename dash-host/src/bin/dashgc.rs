@@ -68,6 +68,10 @@ struct RunArgs {
     /// line of standard output.
     #[arg(long)]
     json: bool,
+    /// Report float and quantised accuracy on the garbled images only
+    /// (skip the plaintext pass over the whole data set).
+    #[arg(long)]
+    garbled_only: bool,
     /// Proven bound on hidden activations after rescaling: 2^BITS.
     #[arg(long, default_value_t = 9)]
     activation_bits: u32,
@@ -78,6 +82,10 @@ struct DemoArgs {
     /// Number of bundled MNIST test images to run privately.
     #[arg(long, default_value_t = 20)]
     images: usize,
+    /// Also compute float and quantised accuracy (plaintext) on all 10,000
+    /// bundled test images.
+    #[arg(long)]
+    all_plain: bool,
     /// Run the small CRT walk-through instead (garble, evaluate, verify,
     /// tamper), with --inputs, --outputs and --x.
     #[arg(long)]
@@ -114,7 +122,7 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
             "dashgc demo: private inference of the bundled SecureML MLP (784-128-128-10, ReLU) on the first {} bundled MNIST test images",
             args.images
         );
-        let report = inference::bundled_demo(args.images, true)?;
+        let report = inference::bundled_demo(args.images, true, args.all_plain)?;
         inference::write_report(&report, &mut std::io::stdout().lock())?;
         return Ok(report.garbled_equals_plaintext && report.tamper_rejected);
     }
@@ -140,6 +148,7 @@ fn run_run(args: RunArgs) -> anyhow::Result<bool> {
     let options = inference::RunOptions {
         quantize: quantize::QuantizeOptions { activation_bits: args.activation_bits, ..Default::default() },
         progress: true,
+        plain_all: !args.garbled_only,
     };
     let report = inference::run_mnist(&model, &data, args.limit, &options)?;
     if args.json {
