@@ -547,6 +547,57 @@ mod tests {
         assert!(format!("{e:#}").contains("k=3"));
     }
 
+    /// Interval propagation through every layer kind bounds `eval_plain`
+    /// on random inputs, including the box's corners.
+    #[test]
+    fn bounds_hold_for_every_layer_kind() {
+        use crate::network::Padding;
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |lo: i64, hi: i64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            lo + (seed % (hi - lo + 1) as u64) as i64
+        };
+        let mut ints = |n: usize, lo: i64, hi: i64| (0..n).map(|_| next(lo, hi)).collect::<Vec<_>>();
+        let layers = vec![
+            IntLayer::Conv2d {
+                in_channels: 2,
+                out_channels: 3,
+                kernel: [3, 3],
+                stride: [1, 2],
+                padding: Padding::uniform(1),
+                weights: ints(3 * 2 * 9, -7, 7),
+                bias: ints(3, -20, 20),
+            },
+            IntLayer::Rescale { divisor: 15, rounding: Rounding::Nearest },
+            IntLayer::Relu,
+            IntLayer::MaxPool { kernel: [2, 2], stride: [1, 1] },
+            IntLayer::SumPool { kernel: [2, 1], stride: [1, 1] },
+            IntLayer::ResidualAdd { from: 5 },
+            IntLayer::Flatten,
+            IntLayer::Dense { inputs: 3 * 4 * 2, outputs: 5, weights: ints(5 * 24, -5, 5), bias: ints(5, -9, 9) },
+            IntLayer::Sign,
+            IntLayer::Reshape { shape: vec![5, 1] },
+        ];
+        let net = IntNetwork::new(vec![2, 6, 6], layers, CrtBase::first(7).unwrap()).unwrap();
+        let input = Interval::new(-8, 9);
+        let bounds = interval_bounds(&net, input).unwrap();
+        check_ranges(&net, &bounds).unwrap();
+        let mut inputs: Vec<Vec<i64>> = (0..300).map(|_| ints(72, -8, 9)).collect();
+        inputs.push(vec![-8; 72]);
+        inputs.push(vec![9; 72]);
+        for x in inputs {
+            let trace = net.eval_plain_trace(&x).unwrap();
+            for (i, (act, b)) in trace.iter().zip(&bounds).enumerate() {
+                assert_eq!(act.len(), b.len(), "activation {i}");
+                for (v, iv) in act.iter().zip(b) {
+                    assert!(iv.contains(*v as i128), "activation {i}: {v} outside {iv:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn divisors_are_products_of_base_primes() {
         let base = CrtBase::first(4).unwrap();
