@@ -515,8 +515,12 @@ impl Ring {
     fn dot(&self, terms: impl Iterator<Item = (i64, i64)>, bias: i64) -> i64 {
         let mut acc = self.wrap(bias as i128) as i128;
         let mut n = 0usize;
+        let max = self.min + self.q - 1;
         for (w, x) in terms {
-            acc += self.wrap(w as i128) as i128 * x as i128;
+            // Weights are nearly always already in range; wrap only if not.
+            let w = w as i128;
+            let w = if w >= self.min && w <= max { w } else { self.wrap(w) as i128 };
+            acc += w * x as i128;
             n += 1;
             if n == self.batch {
                 acc = self.wrap(acc) as i128;
