@@ -1,4 +1,7 @@
-//! Single-threaded micro-benchmarks for `dashgc bench`.
+//! Micro-benchmarks for `dashgc bench`: single-threaded, except the
+//! whole-network figures (`mlp_*`: the SecureML MLP garbled and evaluated on
+//! all cores, best of a few inferences, each checked against the plaintext
+//! network).
 //!
 //! Every figure is measured *paired* with the AES reference
 //! (`FixedKeyHash::permute` on 1024 blocks): each round times a short batch
@@ -171,6 +174,19 @@ pub struct BenchReport {
     /// Ciphertexts of one such rescaling.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rescale_ciphertexts: Option<u64>,
+    /// SecureML MLP (784-128-128-10, exact ReLU, first 8 primes, random
+    /// integer weights), garbling on all cores, milliseconds (best run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlp_garble_ms: Option<f64>,
+    /// The same MLP online: encode + evaluate + decode, all cores, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlp_online_ms: Option<f64>,
+    /// Garbled material of the MLP, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlp_material_bytes: Option<u64>,
+    /// Threads the MLP figures used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlp_threads: Option<u32>,
     /// Wall-clock time of the whole run, in seconds.
     pub wall_s: f64,
 }
@@ -421,6 +437,44 @@ impl GadgetFixture {
     }
 }
 
+/// The SecureML MLP with random integer weights on the first 8 primes:
+/// best garbling and online times over `reps` inferences (all cores), and
+/// the material size. Checks every result against the plaintext network.
+fn mlp_figures(reps: usize) -> anyhow::Result<(f64, f64, u64)> {
+    use crate::engine::{self, Plan};
+    use crate::network::{IntLayer, IntNetwork};
+    let mut r = ChaCha20Rng::seed_from_u64(784);
+    let mut ints =
+        |n: usize, m: i64| -> Vec<i64> { (0..n).map(|_| (r.next_u64() % (2 * m as u64 + 1)) as i64 - m).collect() };
+    let mut dense = |inputs: usize, outputs: usize| IntLayer::Dense {
+        inputs,
+        outputs,
+        weights: ints(inputs * outputs, 20),
+        bias: ints(outputs, 20),
+    };
+    let layers = vec![dense(784, 128), IntLayer::Relu, dense(128, 128), IntLayer::Relu, dense(128, 10)];
+    let net = IntNetwork::new(vec![784], layers, CrtBase::first(8)?)?;
+    let plan = Plan::new(&net)?;
+    let mut rng = crate::rng::os_seeded()?;
+    let x: Vec<i64> = (0..784).map(|i| (i as i64 * 37) % 101 - 50).collect();
+    let want = net.eval_plain(&x)?;
+    let (mut best_g, mut best_o) = (f64::MAX, f64::MAX);
+    let mut material = Vec::with_capacity(plan.material_bytes() as usize + 4096);
+    for _ in 0..reps {
+        material.clear();
+        let t = Instant::now();
+        let session = engine::garble(&plan, &mut rng, &mut material)?;
+        best_g = best_g.min(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let labels = session.encode_input(&x)?;
+        let out = engine::evaluate(&plan, material.as_slice(), &labels)?;
+        let got = session.decode_output(&out.to_blocks())?;
+        best_o = best_o.min(t.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(got == want, "garbled MLP output differs from the plaintext network");
+    }
+    Ok((best_g, best_o, plan.material_bytes()))
+}
+
 /// Runs every figure on the current thread and returns the report.
 pub fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     let start = Instant::now();
@@ -487,6 +541,12 @@ pub fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     put(&mut report.rescale_garble_ns, &mut report.rescale_garble_aes_ratio, timer.paired(1, || rescale.garble()));
     put(&mut report.rescale_eval_ns, &mut report.rescale_eval_aes_ratio, timer.paired(1, || rescale.eval()));
 
+    let (g, o, bytes) = mlp_figures(if config.quick { 3 } else { 8 })?;
+    report.mlp_garble_ms = Some(g);
+    report.mlp_online_ms = Some(o);
+    report.mlp_material_bytes = Some(bytes);
+    report.mlp_threads = Some(rayon::current_num_threads() as u32);
+
     report.aes_ns_per_block = timer.aes_ns_per_block();
     report.wall_s = start.elapsed().as_secs_f64();
     Ok(report)
@@ -513,6 +573,14 @@ impl BenchReport {
         for (key, v) in map {
             if key.ends_with("_ciphertexts") {
                 out.push_str(&format!("{key:<28} {:>14} {:>16}\n", format!("{v} ct"), "-"));
+                continue;
+            }
+            if let (Some(ms), Some(stem)) = (v.as_f64(), key.strip_suffix("_ms")) {
+                out.push_str(&format!(
+                    "{key:<28} {:>14} {:>16}\n",
+                    format!("{ms:.2} ms"),
+                    format!("({stem}, all cores)")
+                ));
                 continue;
             }
             let Some(stem) = key.strip_suffix("_ns").or_else(|| key.strip_suffix("_ns_per_block")) else {
@@ -547,6 +615,8 @@ mod tests {
             "relu_eval_ns",
             "rescale_garble_ns",
             "rescale_eval_ns",
+            "mlp_garble_ms",
+            "mlp_online_ms",
         ] {
             let v = json[key].as_f64().unwrap_or_else(|| panic!("{key} missing"));
             assert!(v.is_finite() && v > 0.0, "{key} = {v}");
