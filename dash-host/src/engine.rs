@@ -12,7 +12,7 @@
 //!   once per output (or every few thousand terms for big primes).
 //! * **Non-linear layers** (ReLU, sign, max pooling, rescale) run the
 //!   `dash-core` gadget once per output element on the
-//!   [`Garbler`](dash_core::Garbler) / [`Evaluator`](dash_core::Evaluator)
+//!   [`dash_core::Garbler`] / [`dash_core::Evaluator`]
 //!   backends. A gadget's cost does not depend on data, so element `e` of a
 //!   layer gets the gate identifiers `first_gate + e·g .. + g` and the rows
 //!   `e·c .. e·c + c` of the layer's material (`g`, `c` measured once on the
@@ -21,7 +21,7 @@
 //!
 //! # Streaming
 //!
-//! The garbler writes a [`format`](crate::format) header, then each layer's
+//! The garbler writes a [`format`](mod@crate::format) header, then each layer's
 //! rows as it produces them, in chunks of at most [`CHUNK_ROWS`] rows; the
 //! evaluator reads them back the same way. Peak memory is the activations
 //! of about one layer plus one chunk, never the circuit.

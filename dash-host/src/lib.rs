@@ -8,14 +8,14 @@
 //! | [`network`] | the integer network (layers, shapes, plaintext twin, model hash) |
 //! | [`tensor`] | label tensors (one modulus, contiguous digits) and CRT tensors |
 //! | [`engine`] | garbling and evaluation of an `IntNetwork`, streamed, on all cores |
-//! | [`format`] | the versioned binary format of streamed garbled material |
+//! | [`format`](mod@format) | the versioned binary format of streamed garbled material |
 //! | [`mnist`] | the IDX reader (raw or gzipped) and the bundled MNIST test set |
 //! | [`model`] | float models in the project's JSON format, float reference inference |
 //! | [`quantize`] | quantisation and range planning: float model to a proven-in-range `IntNetwork` |
 //! | [`inference`] | private MNIST inference end to end: quantise, garble, evaluate, verify, report |
 //! | [`rng`] | the garbler's CSPRNG, seeded from the operating system |
 //! | [`costs`] | the gadget cost table behind `dashgc costs` (from the cost-counting backend) |
-//! | [`bench`] | the single-threaded micro-benchmarks behind `dashgc bench` |
+//! | [`bench`](mod@bench) | the micro-benchmarks behind `dashgc bench` |
 //! | [`demo`] | the small CRT garble → evaluate → verify → tamper walk-through behind `dashgc demo --toy` |
 
 #![forbid(unsafe_code)]
