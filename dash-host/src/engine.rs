@@ -661,9 +661,10 @@ pub fn garble<W: Write, R: CryptoRng + ?Sized>(plan: &Plan, rng: &mut R, out: &m
         keys.one_labels().labels().iter().map(|l| (l.modulus().value(), l.to_block())).collect();
     plan.header(ones_packed).write(out)?;
 
-    // The garbler's one-wire zero labels O_p, per residue.
+    // The garbler's one-wire zero labels O_p, per residue (secret: cleared
+    // on drop, on the error paths too).
     let mut probe = Garbler::new(&hash, &*keys, CountingSink::default());
-    let mut ones = Vec::new();
+    let mut ones: zeroize::Zeroizing<Vec<Vec<u16>>> = zeroize::Zeroizing::new(Vec::new());
     for &m in base.moduli() {
         ones.push(probe.constant(1, m)?.as_label().digits().to_vec());
     }
@@ -695,9 +696,7 @@ pub fn garble<W: Write, R: CryptoRng + ?Sized>(plan: &Plan, rng: &mut R, out: &m
             }
         };
     }
-    for o in &mut ones {
-        o.zeroize();
-    }
+    drop(ones);
     if plan.keep[plan.shapes.len() - 1] {
         acts[plan.shapes.len() - 1] = Some(x.clone());
     }
