@@ -177,6 +177,30 @@ fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+/// The taps of one convolution output `(oc, [r, c])` over an input of shape
+/// `[in_channels, h, w]`: `(weight index, input index)` for every kernel
+/// position that falls inside the input (padding contributes nothing). The
+/// one definition of the convolution's indexing, shared by the plaintext
+/// twin and the quantiser's interval bounds.
+pub(crate) fn conv_taps(
+    [in_channels, h, w]: [usize; 3],
+    [kh, kw]: [usize; 2],
+    stride: [usize; 2],
+    padding: Padding,
+    oc: usize,
+    [r, c]: [usize; 2],
+) -> impl Iterator<Item = (usize, usize)> {
+    (0..in_channels).flat_map(move |ic| {
+        (0..kh).flat_map(move |dy| {
+            (0..kw).filter_map(move |dx| {
+                let iy = (r * stride[0] + dy).checked_sub(padding.top)?;
+                let ix = (c * stride[1] + dx).checked_sub(padding.left)?;
+                (iy < h && ix < w).then(|| (((oc * in_channels + ic) * kh + dy) * kw + dx, (ic * h + iy) * w + ix))
+            })
+        })
+    })
+}
+
 fn chw(shape: &[usize], what: &str) -> Result<[usize; 3]> {
     match shape {
         [c, h, w] => Ok([*c, *h, *w]),
@@ -272,24 +296,11 @@ impl IntNetwork {
                     let [_, oh, ow] = chw(out_shape, "conv2d")?;
                     let [kh, kw] = *kernel;
                     let mut y = Vec::with_capacity(out_channels * oh * ow);
-                    for oc in 0..*out_channels {
+                    for (oc, &b) in bias.iter().enumerate().take(*out_channels) {
                         for r in 0..oh {
                             for c in 0..ow {
-                                let mut terms = Vec::new();
-                                for ic in 0..*in_channels {
-                                    for dy in 0..kh {
-                                        for dx in 0..kw {
-                                            let iy = (r * stride[0] + dy) as isize - padding.top as isize;
-                                            let ix = (c * stride[1] + dx) as isize - padding.left as isize;
-                                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                                continue;
-                                            }
-                                            let wv = weights[((oc * in_channels + ic) * kh + dy) * kw + dx];
-                                            terms.push((wv, x[(ic * h + iy as usize) * w + ix as usize]));
-                                        }
-                                    }
-                                }
-                                y.push(ring.dot(terms.into_iter(), bias[oc]));
+                                let taps = conv_taps([*in_channels, h, w], [kh, kw], *stride, *padding, oc, [r, c]);
+                                y.push(ring.dot(taps.map(|(wi, xi)| (weights[wi], x[xi])), b));
                             }
                         }
                     }

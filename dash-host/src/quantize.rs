@@ -56,7 +56,7 @@
 //! declared input range.
 
 use crate::model::{FloatLayer, FloatModel};
-use crate::network::{IntLayer, IntNetwork, Rounding};
+use crate::network::{IntLayer, IntNetwork, Rounding, conv_taps};
 use anyhow::{Context, Result, bail, ensure};
 use dash_core::CrtBase;
 use dash_core::gadgets::rescale::Rescale;
@@ -400,22 +400,12 @@ pub fn interval_bounds(net: &IntNetwork, input: Interval) -> Result<Vec<Vec<Inte
                 };
                 let [kh, kw] = *kernel;
                 let mut y = Vec::with_capacity(out_channels * oh * ow);
-                for oc in 0..*out_channels {
+                for (oc, &b) in bias.iter().enumerate().take(*out_channels) {
                     for r in 0..oh {
                         for c in 0..ow {
-                            let mut acc = Interval::new(bias[oc] as i128, bias[oc] as i128);
-                            for ic in 0..*in_channels {
-                                for dy in 0..kh {
-                                    for dx in 0..kw {
-                                        let iy = (r * stride[0] + dy) as isize - padding.top as isize;
-                                        let ix = (c * stride[1] + dx) as isize - padding.left as isize;
-                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                            continue;
-                                        }
-                                        let wv = weights[((oc * in_channels + ic) * kh + dy) * kw + dx];
-                                        acc = acc.add(x[(ic * h + iy as usize) * w + ix as usize].scale(wv as i128));
-                                    }
-                                }
+                            let mut acc = Interval::new(b as i128, b as i128);
+                            for (wi, xi) in conv_taps([*in_channels, h, w], [kh, kw], *stride, *padding, oc, [r, c]) {
+                                acc = acc.add(x[xi].scale(weights[wi] as i128));
                             }
                             y.push(acc);
                         }
