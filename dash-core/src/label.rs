@@ -201,11 +201,12 @@ impl Label {
         if let Some(v) = pack_fast(&self.digits, m.value()) {
             return Block(v);
         }
-        let c = m.chunk_digits();
+        // Here p > MAX_SHORT_MODULUS: chunks of at most MAX_WIDE_CHUNK digits.
+        let c = m.chunk_digits().min(MAX_WIDE_CHUNK);
         let n = m.digits();
         // The two low chunks in one pass (two independent accumulators; the
         // digits past `n` are zero, so a short label just adds zeros), then
-        // the top chunk. `2c <= 124` always, so both chunks are in bounds.
+        // the top chunk.
         let (low, high) = self.digits.split_at(c);
         let (mut g0, mut g1) = (0u64, 0u64);
         for ((&a, &b), &w) in low.iter().zip(&high[..c]).zip(&powers.pow[..c]) {
@@ -357,20 +358,28 @@ fn zip3(
     }
 }
 
+/// Most digits in a packing chunk of a modulus above [`MAX_SHORT_MODULUS`]
+/// (`floor(64 / log2 p)` is 7 for 257).
+const MAX_WIDE_CHUNK: usize = 8;
+
 /// The powers `p^0 .. p^(c-1)` of a modulus, `c` its chunk size: what
-/// [`Label::to_block_with`] multiplies digits by.
+/// [`Label::to_block_with`] multiplies digits by. Only moduli above
+/// [`MAX_SHORT_MODULUS`] pack by powers (the others by bits or quads), so
+/// only they compute them; for the rest this is free.
 pub(crate) struct Powers {
     modulus: Modulus,
-    pow: [u64; 64],
+    pow: [u64; MAX_WIDE_CHUNK],
 }
 
 impl Powers {
     pub(crate) fn new(modulus: Modulus) -> Powers {
-        let mut pow = [0u64; 64];
-        let mut v = 1u64;
-        for w in pow[..modulus.chunk_digits()].iter_mut() {
-            *w = v;
-            v = v.wrapping_mul(modulus.value() as u64);
+        let mut pow = [0u64; MAX_WIDE_CHUNK];
+        if modulus.value() > MAX_SHORT_MODULUS {
+            let mut v = 1u64;
+            for w in pow.iter_mut().take(modulus.chunk_digits()) {
+                *w = v;
+                v = v.wrapping_mul(modulus.value() as u64);
+            }
         }
         Powers { modulus, pow }
     }
@@ -384,41 +393,26 @@ const GATHER4: u64 = (1 << 48) | (1 << 33) | (1 << 18) | (1 << 3);
 /// sixteen partial products land on distinct bits).
 const SCATTER4: u64 = 1 | (1 << 15) | (1 << 30) | (1 << 45);
 
-/// The packing of a binary label, `sum_i d_i 2^i`: a bit gather, four
-/// digits per multiplication, instead of 128 multiply-adds. Constant-time
-/// (multiplications and shifts only).
+/// The packing of a binary label, `sum_i d_i 2^i`: a bit gather, sixteen
+/// digits per multiplication. The four 4-lane words of a group are merged
+/// as `w0 | w1 << 4 | w2 << 8 | w3 << 12`, so digit `4t + j` sits at bit
+/// `16j + 4t`; times [`GATHER4`] it lands on bit `48 + 4t + j`. Every partial
+/// product of that multiplication has its own bit position (no carries),
+/// and the ones outside bits 48..64 are shifted or wrapped away.
+/// Constant-time (multiplications, shifts and ORs only).
 #[inline]
 fn pack_bits(digits: &[u16; MAX_DIGITS]) -> u128 {
-    let mut halves = [0u64; 2];
-    for (half, lanes) in halves.iter_mut().zip(digits.as_chunks::<64>().0) {
-        for (j, q) in lanes.as_chunks::<4>().0.iter().enumerate() {
+    let mut v = 0u128;
+    for (g, group) in digits.as_chunks::<16>().0.iter().enumerate() {
+        let mut x = 0u64;
+        for (t, q) in group.as_chunks::<4>().0.iter().enumerate() {
             let w = q[0] as u64 | (q[1] as u64) << 16 | (q[2] as u64) << 32 | (q[3] as u64) << 48;
-            *half |= ((w.wrapping_mul(GATHER4) >> 48) & 0xf) << (4 * j);
+            x |= w << (4 * t);
         }
+        v |= ((x.wrapping_mul(GATHER4) >> 48) as u128) << (16 * g);
     }
-    halves[0] as u128 | (halves[1] as u128) << 64
+    v
 }
-
-/// Largest modulus packed four digits at a time: `p^4 <= 2^16`.
-const MAX_QUAD_MODULUS: u16 = 15;
-
-/// For `p <= MAX_QUAD_MODULUS`: `(Q, h, Q^h)` with `Q = p^4` and `h` the most
-/// quads whose value stays below 2^64 (a chunk).
-const QUAD_CHUNKS: [(u64, usize, u64); MAX_QUAD_MODULUS as usize + 1] = {
-    let mut t = [(0u64, 0usize, 0u64); MAX_QUAD_MODULUS as usize + 1];
-    let mut p = 2;
-    while p <= MAX_QUAD_MODULUS as u64 {
-        let q = p * p * p * p;
-        let (mut h, mut pow) = (0, 1u64);
-        while let Some(next) = pow.checked_mul(q) {
-            pow = next;
-            h += 1;
-        }
-        t[p as usize] = (q, h, pow);
-        p += 1;
-    }
-    t
-};
 
 /// The packing `sum_i d_i p^i` for `3 <= p <= 255`, a quad
 /// `d0 + d1 p + d2 p^2 + d3 p^3 < 2^32` at a time from one 64-bit word of four
@@ -430,20 +424,18 @@ const QUAD_CHUNKS: [(u64, usize, u64); MAX_QUAD_MODULUS as usize + 1] = {
 ///   `d2 + d3 p` in lanes 1 and 3 (every lane below `p^2 < 2^16`), and the
 ///   quad is `pair0 + pair1·p^2`.
 ///
-/// Quads are combined by Horner in up to three independent 64-bit chunks of
-/// `h` quads (three suffice for every such p), then in 128 bits.
-/// Multiplications, shifts and masks only: constant-time.
-#[inline]
-fn pack_quads<const SMALL: bool>(digits: &[u16; MAX_DIGITS], p: u16) -> u128 {
+/// Quads are combined by Horner in three independent 64-bit chunks of `H`
+/// quads (`Q^H < 2^64` for `Q = p^4`; the caller picks `H` so that three
+/// chunks cover the digits), then in 128 bits. Multiplications, shifts and
+/// masks only: constant-time.
+#[inline(always)]
+fn pack_quads<const SMALL: bool, const H: usize>(digits: &[u16; MAX_DIGITS], p: u16) -> u128 {
     let p = p as u64;
-    let (q, h, chunk_pow) = if SMALL {
-        QUAD_CHUNKS[p as usize]
-    } else {
-        let q = p * p * p * p;
-        // p^12 < 2^64 up to 40, p^8 up to 255; either way 3h quads cover
-        // the `floor(128 / log2 p)` digits.
-        if p <= 40 { (q, 3, q * q * q) } else { (q, 2, q * q) }
-    };
+    let q = p * p * p * p;
+    let mut chunk_pow = 1u64;
+    for _ in 0..H {
+        chunk_pow = chunk_pow.wrapping_mul(q);
+    }
     let spread = if SMALL { p * p * p | (p * p) << 16 | p << 32 | 1 << 48 } else { p | 1 << 16 };
     let p2 = p * p;
     let quads = digits.as_chunks::<4>().0;
@@ -456,9 +448,9 @@ fn pack_quads<const SMALL: bool>(digits: &[u16; MAX_DIGITS], p: u16) -> u128 {
         None => 0,
     };
     let mut acc = [0u64; 3];
-    for i in (0..h).rev() {
+    for i in (0..H).rev() {
         for (k, a) in acc.iter_mut().enumerate() {
-            *a = *a * q + quad(k * h + i);
+            *a = *a * q + quad(k * H + i);
         }
     }
     let chunk_pow = chunk_pow as u128;
@@ -466,18 +458,22 @@ fn pack_quads<const SMALL: bool>(digits: &[u16; MAX_DIGITS], p: u16) -> u128 {
 }
 
 /// Packs with the fastest exact method for the modulus: bits for p = 2,
-/// quads up to 255, `None` above (the caller's chunked dot product).
+/// quads up to 251, `None` above (the caller's chunked dot product).
 #[inline]
 fn pack_fast(digits: &[u16; MAX_DIGITS], p: u16) -> Option<u128> {
-    if p == 2 {
-        Some(pack_bits(digits))
-    } else if p <= MAX_QUAD_MODULUS {
-        Some(pack_quads::<true>(digits, p))
-    } else if p <= MAX_SHORT_MODULUS {
-        Some(pack_quads::<false>(digits, p))
-    } else {
-        None
-    }
+    // H = the most quads below 2^64 (three chunks of H quads then cover the
+    // `floor(128 / log2 p)` digits): p^40 for 3, p^24 for 5, p^20 for 7,
+    // p^16 for 11 and 13, p^12 up to 37, p^8 up to 251.
+    Some(match p {
+        2 => pack_bits(digits),
+        3 => pack_quads::<true, 10>(digits, p),
+        5 => pack_quads::<true, 6>(digits, p),
+        7 => pack_quads::<true, 5>(digits, p),
+        11 | 13 => pack_quads::<true, 4>(digits, p),
+        17..=37 => pack_quads::<false, 3>(digits, p),
+        41..=MAX_SHORT_MODULUS => pack_quads::<false, 2>(digits, p),
+        _ => return None,
+    })
 }
 
 /// The digits of a binary label from its packing (bit `i` is digit `i`).
