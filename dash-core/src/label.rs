@@ -436,7 +436,7 @@ fn pack_quads<const SMALL: bool, const H: usize>(digits: &[u16; MAX_DIGITS], p: 
     for _ in 0..H {
         chunk_pow = chunk_pow.wrapping_mul(q);
     }
-    let spread = if SMALL { p * p * p | (p * p) << 16 | p << 32 | 1 << 48 } else { p | 1 << 16 };
+    let spread = if SMALL { (p * p * p) | ((p * p) << 16) | (p << 32) | (1 << 48) } else { p | (1 << 16) };
     let p2 = p * p;
     let quads = digits.as_chunks::<4>().0;
     let quad = |j: usize| match quads.get(j) {
@@ -623,9 +623,9 @@ mod tests {
         let first = n.div_ceil(2);
         let (mut hi, mut lo) = ((block.0 >> 64) as u64, block.0 as u64);
         let mut digits = [0u16; MAX_DIGITS];
-        for i in 0..first {
+        for d in digits[..first].iter_mut() {
             let t = hi as u128 * p;
-            digits[i] = (t >> 64) as u16;
+            *d = (t >> 64) as u16;
             hi = t as u64;
         }
         for d in digits[first..n].iter_mut() {
