@@ -77,6 +77,7 @@ use crate::modulus::Modulus;
 
 /// How [`Rescale`] rounds the quotient `x / d`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Rounding {
     /// `floor(x/d)`, towards minus infinity. The cheapest for every divisor
     /// on the first `k` primes.
@@ -287,6 +288,7 @@ impl Rescale {
     /// The rescaled value, on the same base.
     pub fn apply<B: Backend>(&self, b: &mut B, x: &Bundle<B::Wire>) -> Result<Bundle<B::Wire>, Error> {
         check_bundle(b, &self.base, x)?;
+        log_info!("rescale: /{=u64} {} ciphertexts={=u64}", self.divisor, self.rounding, self.cost);
         let moduli = self.base.moduli();
         let xs = x.wires();
         // Steps 1-2: the digits of r = u mod d.
