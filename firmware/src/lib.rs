@@ -196,6 +196,12 @@ impl<'f> StreamSink<'f> {
     pub fn new(file: &'f mut HostFile) -> Self {
         StreamSink { file, rows: 0 }
     }
+
+    /// The file, for writing what goes between gadgets (input labels,
+    /// decoding information).
+    pub fn file(&mut self) -> &mut HostFile {
+        self.file
+    }
 }
 
 impl MaterialSink for StreamSink<'_> {
