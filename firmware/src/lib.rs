@@ -88,7 +88,8 @@ impl HostFile {
         }
         // SAFETY: SYS_READ writes at most `len` bytes into `buf`, which is
         // valid and exclusively borrowed for the call.
-        let not_read = unsafe { cortex_m_semihosting::syscall(nr::READ, &[self.fd, buf.as_mut_ptr() as usize, buf.len()]) };
+        let not_read =
+            unsafe { cortex_m_semihosting::syscall(nr::READ, &[self.fd, buf.as_mut_ptr() as usize, buf.len()]) };
         if not_read == 0 { Ok(()) } else { Err(Fail::Io) }
     }
 
@@ -98,7 +99,8 @@ impl HostFile {
             return Ok(());
         }
         // SAFETY: SYS_WRITE reads `len` bytes from `buf`, valid for the call.
-        let not_written = unsafe { cortex_m_semihosting::syscall(nr::WRITE, &[self.fd, buf.as_ptr() as usize, buf.len()]) };
+        let not_written =
+            unsafe { cortex_m_semihosting::syscall(nr::WRITE, &[self.fd, buf.as_ptr() as usize, buf.len()]) };
         if not_written == 0 { Ok(()) } else { Err(Fail::Io) }
     }
 
@@ -274,7 +276,7 @@ impl Counter {
         (from.0.wrapping_sub(SYST::get_current()) & 0x00FF_FFFF) as u64
     }
 
-/// Ticks converted to instructions (the calibration block is exact).
+    /// Ticks converted to instructions (the calibration block is exact).
     pub fn instructions(&self, ticks: u64) -> u64 {
         if self.calibration_ticks == 0 {
             return 0;

@@ -194,7 +194,9 @@ impl Rescale {
                 best = Some(candidate);
             }
         }
-        best.ok_or(Error::InvalidParameter)
+        let best = best.ok_or(Error::InvalidParameter)?;
+        log_info!("rescale gadget: /{=u64} {} ciphertexts={=u64}", divisor, rounding, best.cost);
+        Ok(best)
     }
 
     fn with_order(base: &CrtBase, divisor: u64, rounding: Rounding, order: &[usize]) -> Result<Rescale, Error> {
@@ -288,7 +290,7 @@ impl Rescale {
     /// The rescaled value, on the same base.
     pub fn apply<B: Backend>(&self, b: &mut B, x: &Bundle<B::Wire>) -> Result<Bundle<B::Wire>, Error> {
         check_bundle(b, &self.base, x)?;
-        log_info!("rescale: /{=u64} {} ciphertexts={=u64}", self.divisor, self.rounding, self.cost);
+        log_debug!("rescale: /{=u64} {} ciphertexts={=u64}", self.divisor, self.rounding, self.cost);
         let moduli = self.base.moduli();
         let xs = x.wires();
         // Steps 1-2: the digits of r = u mod d.

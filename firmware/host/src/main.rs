@@ -247,7 +247,10 @@ fn check_garble(dir: &Path) -> Res<()> {
     let base = CrtBase::first(k).map_err(core_err)?;
     let relu = SignGadget::new(&base, Accuracy::Exact).map_err(core_err)?;
     if rows_per_element as u64 != relu.relu_ciphertexts() {
-        return Err(format!("garble.out: {rows_per_element} rows per element, the ReLU has {}", relu.relu_ciphertexts()));
+        return Err(format!(
+            "garble.out: {rows_per_element} rows per element, the ReLU has {}",
+            relu.relu_ciphertexts()
+        ));
     }
     let mut ones: OneLabels = OneLabels::default();
     for l in read_labels(&mut r, one_count)? {

@@ -21,7 +21,7 @@ use dash_core::{Bundle, CrtBase, Evaluator, FixedKeyHash, Label, MaterialSource,
 use dash_firmware::{Counter, Fail, HostFile, StreamSource};
 
 /// Most moduli the circuit may use (one-labels held in RAM).
-const MAX_MODULI: usize = 24;
+const MAX_MODULI: usize = 16;
 /// Largest material request (rows) the stream buffer serves at once.
 const STREAM_ROWS: usize = 64;
 /// Largest vector accepted from the file.

@@ -31,7 +31,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 /// Most moduli the circuit may use (offsets held in RAM).
-const MAX_MODULI: usize = 20;
+const MAX_MODULI: usize = 16;
 /// Largest vector accepted from the file.
 const MAX_ELEMENTS: u32 = 64;
 /// Projection gates timed, and their modulus (in and out).
@@ -106,7 +106,6 @@ fn run(counter: &Counter) -> Result<(), Fail> {
     }
     let next_gate = garbler.gates().peek();
     let rows = garbler.sink().rows;
-    drop(garbler);
     for m in base.moduli() {
         out.write_u32(m.value() as u32)?;
         out.write_block(keys.delta(*m)?.as_label().to_block())?;
@@ -174,7 +173,6 @@ fn bench_projection(
         let _ = outputs.push(garbler.project(zero, m, table)?);
     }
     let garble_ticks = counter.elapsed(t0);
-    drop(garbler);
 
     let ones = keys.one_labels();
     let mut ev = Evaluator::with_gates(hash, &ones, GateCounter::starting_at(first_gate), SliceSource::new(&rows));
