@@ -32,14 +32,21 @@ mkdir -p "$run_dir"
 # firmware's instruction counter relies on it).
 qemu() {
     local image="$1" status=0
-    (cd "$run_dir" && timeout "$qemu_timeout" qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic \
-        -icount shift=0 -semihosting-config enable=on,target=native -kernel "$elf_dir/$image" \
-        >"$image.defmt") || status=$?
+    run_image "$image" || status=$?
     decode_log "$image"
     if [ "$status" -ne 0 ]; then
         echo "QEMU exited with status $status running $image" >&2
         exit 1
     fi
+    if [ -f "$run_dir/$image.log" ] && ! grep -q "exit: success" "$run_dir/$image.log"; then
+        echo "$image: the decoded defmt log does not end in success" >&2
+        exit 1
+    fi
+}
+
+run_image() {
+    (cd "$run_dir" && timeout "$qemu_timeout" qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic \
+        -icount shift=0 -semihosting-config enable=on,target=native -kernel "$elf_dir/$1" >"$1.defmt")
 }
 
 decode_log() {
@@ -47,6 +54,10 @@ decode_log() {
     if command -v defmt-print >/dev/null 2>&1; then
         defmt-print -e "$elf_dir/$image" <"$run_dir/$image.defmt" | tee "$run_dir/$image.log"
     else
+        if [ ! -s "$run_dir/$image.defmt" ]; then
+            echo "$image wrote no defmt log" >&2
+            exit 1
+        fi
         echo "(defmt-print not installed: $(wc -c <"$run_dir/$image.defmt") bytes of raw defmt log in $run_dir/$image.defmt)"
     fi
 }
@@ -82,6 +93,12 @@ cp "$run_dir/eval.out" "$run_dir/eval.out.good"
 flip "$run_dir/eval.out" 5
 expect_fail "a corrupted output label from the evaluator" "$host_bin" check-eval "$run_dir"
 mv "$run_dir/eval.out.good" "$run_dir/eval.out"
+# Untrusted input on the device: truncated material must end the run with an
+# error (QEMU exit status 1), not a hang, a panic or output.
+cp "$run_dir/eval.in" "$run_dir/eval.in.good"
+head -c "$(($(wc -c <"$run_dir/eval.in.good") - 100))" "$run_dir/eval.in.good" >"$run_dir/eval.in"
+expect_fail "truncated garbled material on the evaluator" run_image evaluator
+mv "$run_dir/eval.in.good" "$run_dir/eval.in"
 
 echo
 echo "== (b) garbler on the Cortex-M: exact ReLU over a k = 7 CRT vector, evaluated on the host"
