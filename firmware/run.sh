@@ -101,6 +101,12 @@ expect_fail "truncated garbled material on the evaluator" run_image evaluator
 mv "$run_dir/eval.in.good" "$run_dir/eval.in"
 
 echo
+echo "== (a') the same evaluator circuit without the rescale: one exact ReLU per value (the RAM/flash target)"
+"$host_bin" gen-relu "$run_dir"
+qemu evaluator_relu
+"$host_bin" check-relu "$run_dir"
+
+echo
 echo "== (b) garbler on the Cortex-M: exact ReLU over a k = 7 CRT vector, evaluated on the host"
 "$host_bin" gen-garble "$run_dir"
 qemu garbler

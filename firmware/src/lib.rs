@@ -367,3 +367,74 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
         cortex_m::asm::wfi();
     }
 }
+
+/// The header of an evaluator input file (`eval.in`, `relu.in`).
+#[derive(Clone, Copy, Debug, defmt::Format)]
+pub struct EvalHeader {
+    /// CRT values in the vector.
+    pub n: u32,
+    /// Primes in the CRT base (the first `k`).
+    pub k: usize,
+    /// Rescale divisor; 0 for a ReLU-only circuit.
+    pub divisor: u32,
+    /// One-labels that follow the header.
+    pub ones: u32,
+    /// Garbled rows per element.
+    pub rows_per_element: u32,
+}
+
+impl EvalHeader {
+    /// Reads and bounds-checks the header: `"DASHEV01"` then five u32.
+    pub fn read(file: &mut HostFile, max_elements: u32, max_moduli: usize) -> Result<EvalHeader, Fail> {
+        let mut magic = [0u8; 8];
+        file.read_exact(&mut magic)?;
+        if &magic != b"DASHEV01" {
+            return Err(Fail::Format);
+        }
+        let h = EvalHeader {
+            n: file.read_u32()?,
+            k: file.read_u32()? as usize,
+            divisor: file.read_u32()?,
+            ones: file.read_u32()?,
+            rows_per_element: file.read_u32()?,
+        };
+        if h.n == 0 || h.n > max_elements || h.ones as usize > max_moduli {
+            return Err(Fail::Format);
+        }
+        Ok(h)
+    }
+
+    /// Rows the rest of the file holds: per element `k` input labels and
+    /// the material.
+    pub fn stream_rows(&self) -> Result<u32, Fail> {
+        let rows = (self.n as u64) * (self.k as u64 + self.rows_per_element as u64);
+        u32::try_from(rows).map_err(|_| Fail::Format)
+    }
+
+    /// Reads the one-labels that follow the header (u32 prime, block each).
+    pub fn read_ones<const N: usize>(&self, file: &mut HostFile) -> Result<dash_core::OneLabels<N>, Fail> {
+        let mut ones = dash_core::OneLabels::default();
+        for _ in 0..self.ones {
+            let p = u16::try_from(file.read_u32()?).map_err(|_| Fail::Format)?;
+            let m = dash_core::Modulus::new(p)?;
+            ones.push(dash_core::Label::from_block(m, file.read_block()?)?)?;
+        }
+        Ok(ones)
+    }
+}
+
+/// One input bundle: `k` packed labels from the material stream, one per
+/// prime of `base`. Never inlined: its staging vector must not add to the
+/// caller's frame, which is live during the gadgets.
+#[inline(never)]
+pub fn read_bundle<S: MaterialSource, const N: usize>(
+    ev: &mut dash_core::Evaluator<'_, S, N>,
+    base: &dash_core::CrtBase,
+) -> Result<dash_core::Bundle<dash_core::Label>, Fail> {
+    let blocks = ev.source().next_rows(base.len())?;
+    let mut labels: heapless::Vec<dash_core::Label, 16> = heapless::Vec::new();
+    for (m, b) in base.moduli().iter().zip(blocks) {
+        labels.push(dash_core::Label::from_block(*m, *b)?).map_err(|_| Fail::Format)?;
+    }
+    Ok(dash_core::Bundle::from_wires(labels)?)
+}

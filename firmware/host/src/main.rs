@@ -38,13 +38,17 @@ type Res<T> = Result<T, String>;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let result = match (args.get(1).map(String::as_str), args.get(2)) {
-        (Some("gen-eval"), Some(dir)) => gen_eval(Path::new(dir)),
-        (Some("check-eval"), Some(dir)) => check_eval(Path::new(dir)),
-        (Some("gen-garble"), Some(dir)) => gen_garble(Path::new(dir)),
-        (Some("check-garble"), Some(dir)) => check_garble(Path::new(dir)),
-        _ => Err("usage: dash-firmware-host (gen-eval|check-eval|gen-garble|check-garble) DIR".into()),
-    };
+    let result =
+        match (args.get(1).map(String::as_str), args.get(2)) {
+            (Some("gen-eval"), Some(dir)) => gen_eval(Path::new(dir)),
+            (Some("check-eval"), Some(dir)) => check_eval(Path::new(dir)),
+            (Some("gen-relu"), Some(dir)) => gen_relu(Path::new(dir)),
+            (Some("check-relu"), Some(dir)) => check_relu(Path::new(dir)),
+            (Some("gen-garble"), Some(dir)) => gen_garble(Path::new(dir)),
+            (Some("check-garble"), Some(dir)) => check_garble(Path::new(dir)),
+            _ => Err("usage: dash-firmware-host (gen-eval|check-eval|gen-relu|check-relu|gen-garble|check-garble) DIR"
+                .into()),
+        };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -58,9 +62,10 @@ fn core_err(e: dash_core::Error) -> String {
     format!("dash-core: {e}")
 }
 
-/// Plaintext reference of the evaluator circuit: floor(max(x, 0) / d).
-fn eval_reference(x: i128) -> i128 {
-    x.max(0).div_euclid(DIVISOR as i128)
+/// Plaintext reference of the evaluator circuit: floor(max(x, 0) / d), or
+/// max(x, 0) for the ReLU-only circuit.
+fn eval_reference(x: i128, divisor: Option<u64>) -> i128 {
+    x.max(0).div_euclid(divisor.unwrap_or(1) as i128)
 }
 
 /// The evaluator test's inputs: both ends of the signed range and values
@@ -134,23 +139,26 @@ struct EvalGarbling {
     base: CrtBase,
 }
 
-/// Garbles the evaluator test circuit. Deterministic in [`EVAL_SEED`], so
-/// `check-eval` recomputes the very keys `gen-eval` used.
-fn garble_eval() -> Res<EvalGarbling> {
+/// Garbles the evaluator test circuit: ReLU then rescale by `divisor`, or
+/// the ReLU alone for `None`. Deterministic in [`EVAL_SEED`], so `check-*`
+/// recomputes the very keys `gen-*` used.
+fn garble_eval(divisor: Option<u64>) -> Res<EvalGarbling> {
     let mut rng = ChaCha20Rng::seed_from_u64(EVAL_SEED);
     let base = CrtBase::first(K).map_err(core_err)?;
     let relu = SignGadget::new(&base, Accuracy::Exact).map_err(core_err)?;
-    let rescale = Rescale::new(&base, DIVISOR, Rounding::Floor).map_err(core_err)?;
+    let rescale = divisor.map(|d| Rescale::new(&base, d, Rounding::Floor)).transpose().map_err(core_err)?;
     let mut moduli: Vec<Modulus> = relu.moduli().iter().copied().collect();
-    moduli.extend_from_slice(rescale.moduli());
+    if let Some(r) = &rescale {
+        moduli.extend_from_slice(r.moduli());
+    }
     let keys: GarblerKeys = GarblerKeys::generate(&mut rng, &moduli).map_err(core_err)?;
     let hash = FixedKeyHash::new();
     let inputs = eval_inputs(&base);
-    let rows_per_element = relu.relu_ciphertexts() + rescale.cost();
+    let rows_per_element = relu.relu_ciphertexts() + rescale.as_ref().map_or(0, Rescale::cost);
 
     let ones = keys.one_labels();
     let mut file = b"DASHEV01".to_vec();
-    for v in [inputs.len() as u64, K as u64, DIVISOR, ones.labels().len() as u64, rows_per_element] {
+    for v in [inputs.len() as u64, K as u64, divisor.unwrap_or(0), ones.labels().len() as u64, rows_per_element] {
         put_u32(&mut file, u32::try_from(v).map_err(|_| "parameter does not fit u32")?);
     }
     for l in ones.labels() {
@@ -162,7 +170,10 @@ fn garble_eval() -> Res<EvalGarbling> {
     for &x in &inputs {
         let zero = keys.input_bundle(&base, &mut rng).map_err(core_err)?;
         let y = relu.relu(&mut garbler, &zero).map_err(core_err)?;
-        let z = rescale.apply(&mut garbler, &y).map_err(core_err)?;
+        let z = match &rescale {
+            Some(r) => r.apply(&mut garbler, &y).map_err(core_err)?,
+            None => y,
+        };
         let material = std::mem::take(&mut garbler.sink().0);
         if material.len() as u64 != rows_per_element {
             return Err(format!("garbled {} rows per element, expected {rows_per_element}", material.len()));
@@ -179,24 +190,41 @@ fn garble_eval() -> Res<EvalGarbling> {
 }
 
 fn gen_eval(dir: &Path) -> Res<()> {
-    let g = garble_eval()?;
-    write_file(dir.join("eval.in"), &g.file)?;
-    println!("eval.in: {} elements, {} bytes", g.inputs.len(), g.file.len());
-    Ok(())
+    write_eval(dir, "eval.in", Some(DIVISOR))
+}
+
+fn gen_relu(dir: &Path) -> Res<()> {
+    write_eval(dir, "relu.in", None)
 }
 
 fn check_eval(dir: &Path) -> Res<()> {
-    let g = garble_eval()?;
-    let bytes = read_file(&dir.join("eval.out"))?;
-    let mut r = Reader { bytes: &bytes, what: "eval.out" };
+    verify_eval(dir, "eval.out", Some(DIVISOR))
+}
+
+fn check_relu(dir: &Path) -> Res<()> {
+    verify_eval(dir, "relu.out", None)
+}
+
+fn write_eval(dir: &Path, name: &str, divisor: Option<u64>) -> Res<()> {
+    let g = garble_eval(divisor)?;
+    write_file(dir.join(name), &g.file)?;
+    println!("{name}: {} elements, {} bytes", g.inputs.len(), g.file.len());
+    Ok(())
+}
+
+fn verify_eval(dir: &Path, name: &str, divisor: Option<u64>) -> Res<()> {
+    let g = garble_eval(divisor)?;
+    let bytes = read_file(&dir.join(name))?;
+    let mut r = Reader { bytes: &bytes, what: name };
     for (i, (&x, zero)) in g.inputs.iter().zip(&g.outputs).enumerate() {
         let returned: Vec<Block> = (0..K).map(|_| r.block()).collect::<Res<_>>()?;
         let got = g.keys.decode_bundle(&g.base, zero, &returned).map_err(|e| format!("element {i}: {e}"))?;
-        let want = eval_reference(x);
+        let want = eval_reference(x, divisor);
+        let d = divisor.unwrap_or(1);
         if got != want {
-            return Err(format!("element {i}: floor(relu({x})/{DIVISOR}) decoded to {got}, reference {want}"));
+            return Err(format!("element {i}: floor(relu({x})/{d}) decoded to {got}, reference {want}"));
         }
-        println!("  element {i}: floor(relu({x})/{DIVISOR}) = {got}  (verified, matches reference)");
+        println!("  element {i}: floor(relu({x})/{d}) = {got}  (verified, matches reference)");
     }
     r.finish()?;
     println!("evaluator on the Cortex-M: {} outputs decoded, authentic and equal to the reference", g.inputs.len());

@@ -17,8 +17,8 @@ use core::fmt::Write as _;
 use cortex_m_rt::entry;
 use dash_core::gadgets::rescale::{Rescale, Rounding};
 use dash_core::gadgets::sign::{Accuracy, SignGadget};
-use dash_core::{Bundle, CrtBase, Evaluator, FixedKeyHash, Label, MaterialSource, Modulus, OneLabels};
-use dash_firmware::{Counter, Fail, HostFile, StreamSource};
+use dash_core::{CrtBase, Evaluator, FixedKeyHash, OneLabels};
+use dash_firmware::{Counter, EvalHeader, Fail, HostFile, StreamSource};
 
 /// Most moduli the circuit may use (one-labels held in RAM).
 const MAX_MODULI: usize = 16;
@@ -48,46 +48,28 @@ struct Stats {
 #[inline(never)]
 fn run(counter: &Counter) -> Result<(), Fail> {
     let mut input = HostFile::open_read(c"eval.in")?;
-    let mut magic = [0u8; 8];
-    input.read_exact(&mut magic)?;
-    if &magic != b"DASHEV01" {
-        return Err(Fail::Format);
-    }
-    let n = input.read_u32()?;
-    let k = input.read_u32()? as usize;
-    let divisor = input.read_u32()?;
-    let one_count = input.read_u32()?;
-    let rows_per_element = input.read_u32()?;
-    if n == 0 || n > MAX_ELEMENTS || one_count as usize > MAX_MODULI {
-        return Err(Fail::Format);
-    }
-    defmt::info!("evaluator: n={=u32} k={=usize} divisor={=u32} moduli={=u32}", n, k, divisor, one_count);
+    let h = EvalHeader::read(&mut input, MAX_ELEMENTS, MAX_MODULI)?;
+    let (n, k, divisor, rows_per_element) = (h.n, h.k, h.divisor, h.rows_per_element);
+    defmt::info!("evaluator: n={=u32} k={=usize} divisor={=u32} moduli={=u32}", n, k, divisor, h.ones);
 
     // The public circuit, rebuilt here exactly as the garbler built it.
     let base = CrtBase::first(k)?;
     let relu = SignGadget::new(&base, Accuracy::Exact)?;
-    let rescale = Rescale::new(&base, divisor as u64, Rounding::Floor)?;
+    let rescale = build_rescale(&base, divisor)?;
     if rows_per_element as u64 != relu.relu_ciphertexts() + rescale.cost() {
         defmt::error!("material per element {=u32} does not match the circuit", rows_per_element);
         return Err(Fail::Format);
     }
 
-    let mut ones: OneLabels<MAX_MODULI> = OneLabels::default();
-    for _ in 0..one_count {
-        let p = u16::try_from(input.read_u32()?).map_err(|_| Fail::Format)?;
-        let m = Modulus::new(p)?;
-        ones.push(Label::from_block(m, input.read_block()?)?)?;
-    }
-
-    let rows = (n as u64) * (k as u64 + rows_per_element as u64);
-    let rows = u32::try_from(rows).map_err(|_| Fail::Format)?;
+    let ones: OneLabels<MAX_MODULI> = h.read_ones(&mut input)?;
+    let rows = h.stream_rows()?;
     let hash = FixedKeyHash::new();
     let mut output = HostFile::create(c"eval.out")?;
     let source: StreamSource<'_, STREAM_ROWS> = StreamSource::new(&mut input, rows);
     let mut ev = Evaluator::new(&hash, &ones, source);
     let mut stats = Stats::default();
     for _ in 0..n {
-        let x = read_bundle(&mut ev, &base)?;
+        let x = dash_firmware::read_bundle(&mut ev, &base)?;
         let t0 = counter.now();
         let y = relu.relu(&mut ev, &x)?;
         stats.relu_ticks += counter.elapsed(t0);
@@ -110,17 +92,11 @@ fn run(counter: &Counter) -> Result<(), Fail> {
     report(counter, &stats, relu.relu_ciphertexts(), rescale.cost())
 }
 
-/// One input bundle: `k` packed labels from the stream, one per base prime.
-fn read_bundle<S: MaterialSource, const N: usize>(
-    ev: &mut Evaluator<'_, S, N>,
-    base: &CrtBase,
-) -> Result<Bundle<Label>, Fail> {
-    let blocks = ev.source().next_rows(base.len())?;
-    let mut labels: heapless::Vec<Label, 16> = heapless::Vec::new();
-    for (m, b) in base.moduli().iter().zip(blocks) {
-        labels.push(Label::from_block(*m, *b)?).map_err(|_| Fail::Format)?;
-    }
-    Ok(Bundle::from_wires(labels)?)
+/// The rescale gadget's construction searches digit orders with large
+/// scratch; in its own frame that scratch is gone before evaluation starts.
+#[inline(never)]
+fn build_rescale(base: &CrtBase, divisor: u32) -> Result<Rescale, Fail> {
+    Ok(Rescale::new(base, divisor as u64, Rounding::Floor)?)
 }
 
 fn report(counter: &Counter, s: &Stats, relu_rows: u64, rescale_rows: u64) -> Result<(), Fail> {
