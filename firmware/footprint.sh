@@ -32,6 +32,7 @@ for image in baseline evaluator_relu evaluator garbler; do
     stack=$(stat "$stats" peak_stack)
     printf '%-15s %12d %16d %12d %12d %16d\n' "$image" "$f" $((f - base_flash)) "$statics" "$stack" $((stack - base_stack))
 done
+echo "sizes on the M4: Label $(stat relu label_bytes) B, Bundle<Label> $(stat relu bundle_bytes) B"
 echo
 echo "instructions (QEMU -icount shift=0, SysTick calibrated against 100,000 nops):"
 echo "  evaluator_relu: exact ReLU $(stat relu relu_insns) ($(stat relu relu_rows) rows)"

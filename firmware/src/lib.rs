@@ -432,7 +432,7 @@ pub fn read_bundle<S: MaterialSource, const N: usize>(
     base: &dash_core::CrtBase,
 ) -> Result<dash_core::Bundle<dash_core::Label>, Fail> {
     let blocks = ev.source().next_rows(base.len())?;
-    let mut labels: heapless::Vec<dash_core::Label, 16> = heapless::Vec::new();
+    let mut labels: heapless::Vec<dash_core::Label, { dash_core::crt::MAX_CRT_PRIMES }> = heapless::Vec::new();
     for (m, b) in base.moduli().iter().zip(blocks) {
         labels.push(dash_core::Label::from_block(*m, *b)?).map_err(|_| Fail::Format)?;
     }

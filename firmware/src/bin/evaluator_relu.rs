@@ -76,11 +76,13 @@ fn run(counter: &Counter) -> Result<(), Fail> {
     let _ = write!(
         text,
         "role=evaluator_relu\nelements={}\ngates={gates}\nrelu_rows={}\nrelu_insns={relu_insns}\n\
-         calibration_ticks={}\nstatic_ram={}\npeak_stack={peak}\n",
+         calibration_ticks={}\nstatic_ram={}\npeak_stack={peak}\nlabel_bytes={}\nbundle_bytes={}\n",
         h.n,
         h.rows_per_element,
         counter.calibration_ticks,
-        dash_firmware::static_ram()
+        dash_firmware::static_ram(),
+        core::mem::size_of::<dash_core::Label>(),
+        core::mem::size_of::<dash_core::Bundle<dash_core::Label>>(),
     );
     HostFile::create(c"relu.stats")?.write_all(text.as_bytes())
 }
