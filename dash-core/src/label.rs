@@ -444,7 +444,7 @@ fn pack_quads<const SMALL: bool>(digits: &[u16; MAX_DIGITS], p: u16) -> u128 {
         // the `floor(128 / log2 p)` digits.
         if p <= 40 { (q, 3, q * q * q) } else { (q, 2, q * q) }
     };
-    let spread = if SMALL { p * p * p | (p * p) << 16 | p << 32 | 1 << 48 } else { p | 1 << 16 };
+    let spread = if SMALL { (p * p * p) | ((p * p) << 16) | (p << 32) | (1 << 48) } else { p | (1 << 16) };
     let p2 = p * p;
     let quads = digits.as_chunks::<4>().0;
     let quad = |j: usize| match quads.get(j) {
