@@ -92,6 +92,19 @@ pub const fn is_prime(n: u16) -> bool {
 }
 
 impl Modulus {
+    /// The binary modulus.
+    pub const TWO: Modulus = Modulus::known(2);
+
+    /// A modulus the code names as a constant: evaluated at compile time
+    /// only (in `const` items), where a non-prime fails the build rather
+    /// than a run.
+    pub(crate) const fn known(p: u16) -> Modulus {
+        match Modulus::new(p) {
+            Ok(m) => m,
+            Err(_) => panic!("a constant modulus must be a supported prime"),
+        }
+    }
+
     /// The prime `p` as a modulus.
     ///
     /// Fails with [`Error::NotPrime`] for a composite (or 0, 1), and with

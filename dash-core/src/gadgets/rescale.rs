@@ -120,6 +120,8 @@ enum Correction {
 
 /// The modulus of the comparison chain (holds 0..=4).
 const CHAIN_MODULUS: u16 = 5;
+/// [`CHAIN_MODULUS`] as a modulus, built at compile time.
+const CHAIN: Modulus = Modulus::known(CHAIN_MODULUS);
 
 /// Division by a product of distinct base primes, exact for every value of
 /// the base's signed range, with a chosen [`Rounding`]. See the
@@ -359,7 +361,7 @@ impl Rescale {
         start: usize,
         tau: &[u16; MAX_CRT_PRIMES],
     ) -> Result<B::Wire, Error> {
-        let five = Modulus::new(CHAIN_MODULUS)?;
+        let five = CHAIN;
         let t0 = tau[start];
         let mut acc = b.project(&digits[start], five, move |t| (t >= t0) as u16)?;
         for (j, digit) in digits.iter().enumerate().skip(start + 1) {

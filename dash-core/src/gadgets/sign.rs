@@ -327,13 +327,13 @@ impl SignGadget {
 
     /// The digit residue `i` contributes at `pos` for residue value `j`.
     fn digit(&self, i: usize, pos: &Position, j: u16) -> u16 {
-        digit(self.base.moduli()[i].value(), self.inverses[i], pos.h[i], pos.radix, j)
+        digit(self.base.moduli()[i], self.inverses[i], pos.h[i], pos.radix, j)
     }
 
     /// The bit `[x < 0]` (`negative`) or `[x >= 0]`.
     fn bit<B: Backend>(&self, b: &mut B, x: &Bundle<B::Wire>, negative: bool) -> Result<B::Wire, Error> {
         self.check(b, x)?;
-        let two = Modulus::new(2)?;
+        let two = Modulus::TWO;
         let flip = u16::from(!negative);
         let top = self.positions.len() - 1;
         let mut carry: Option<B::Wire> = None;
@@ -443,12 +443,14 @@ impl SignGadget {
     }
 }
 
-/// `floor(H·r/p) mod m` for `r = a·j mod p`, given `h = H mod (p·m)`.
-fn digit(p: u16, a: u16, h: u32, m: u128, j: u16) -> u16 {
-    let (p, m) = (p as u32, m as u32);
-    let r = (a as u32 * (j as u32 % p)) % p;
-    let pm = p * m;
-    ((h as u64 * r as u64 % pm as u64) as u32 / p) as u16
+/// `floor(H·r/p) mod m` for `r = a·j mod p`, given `h = H mod (p·m)`
+/// (`(h·r mod p·m) / p` is `floor(h·r / p) mod m`). The garbler evaluates
+/// this for every table entry, so the reductions mod `p` are by
+/// multiplication; only `mod m` divides.
+fn digit(p: Modulus, a: u16, h: u32, m: u128, j: u16) -> u16 {
+    let r = p.mul(a, p.reduce(j as u32));
+    let (q, _) = p.div_rem_u64(h as u64 * r as u64);
+    (q % m as u64) as u16
 }
 
 /// Builds the gadget's public parameters for a radix list.
@@ -535,7 +537,7 @@ fn build(base: &CrtBase, radices: &[u128], dropped: usize) -> Result<SignGadget,
                 }
                 let h = (high % (p as u128 * radix)) as u32;
                 pos.h[i] = h;
-                let d = |j: u16| digit(p, inverses[i], h, radix, j);
+                let d = |j: u16| digit(*m, inverses[i], h, radix, j);
                 if (0..p).all(|j| d(j) == 0) {
                     continue;
                 }
