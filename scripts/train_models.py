@@ -49,7 +49,7 @@ import subprocess
 import sys
 import time
 
-THREADS = 2
+THREADS = 1
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, str(THREADS))
 
