@@ -19,7 +19,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRep
 use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
 use dash_core::{Block, Modulus};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Whether a CUDA driver library can be loaded (never panics).
 pub fn driver_library_present() -> bool {
@@ -142,7 +142,7 @@ pub struct Gpu {
     streams: Vec<Arc<CudaStream>>,
     functions: Functions,
     counter: TransferCounter,
-    max_batch_rows: usize,
+    max_batch_rows: AtomicUsize,
 }
 
 impl core::fmt::Debug for Gpu {
@@ -188,7 +188,14 @@ impl Gpu {
             garble: f(&projection, "dash_projection_garble")?,
         };
         let streams = (0..STREAMS).map(|_| ctx.new_stream().map_err(cuda_err)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Gpu { info, ctx, streams, functions, counter: TransferCounter::default(), max_batch_rows: 1 << 22 })
+        Ok(Gpu {
+            info,
+            ctx,
+            streams,
+            functions,
+            counter: TransferCounter::default(),
+            max_batch_rows: AtomicUsize::new(1 << 22),
+        })
     }
 
     /// The device.
@@ -199,13 +206,13 @@ impl Gpu {
     /// Most rows of garbled material on the device at once (per batch
     /// piece): 4 Mi rows, 64 MiB, by default.
     pub fn max_batch_rows(&self) -> usize {
-        self.max_batch_rows
+        self.max_batch_rows.load(Ordering::Relaxed)
     }
 
     /// Sets the bound on rows per batch piece (at least one gate's worth is
     /// always allowed).
-    pub fn set_max_batch_rows(&mut self, rows: usize) {
-        self.max_batch_rows = rows.max(1);
+    pub fn set_max_batch_rows(&self, rows: usize) {
+        self.max_batch_rows.store(rows.max(1), Ordering::Relaxed);
     }
 
     /// The transfers so far.
@@ -242,10 +249,18 @@ impl Gpu {
     }
 
     /// Copies a label tensor to the device (one counted upload).
-    pub fn upload_tensor(&self, modulus: Modulus, shape: &[usize], digits: &[u16]) -> Result<DeviceLabelTensor, GpuError> {
+    pub fn upload_tensor(
+        &self,
+        modulus: Modulus,
+        shape: &[usize],
+        digits: &[u16],
+    ) -> Result<DeviceLabelTensor, GpuError> {
         let len: usize = shape.iter().product();
         if digits.len() != len * modulus.digits() || digits.iter().any(|&d| d >= modulus.value()) {
-            return Err(GpuError::Shape(format!("digits do not form a tensor of shape {shape:?} mod {}", modulus.value())));
+            return Err(GpuError::Shape(format!(
+                "digits do not form a tensor of shape {shape:?} mod {}",
+                modulus.value()
+            )));
         }
         let digits = self.upload(self.stream(0), digits)?;
         Ok(DeviceLabelTensor { modulus, shape: shape.to_vec(), digits })
@@ -288,11 +303,7 @@ impl Gpu {
         let (w, b, o) = (self.upload(s, weights)?, self.upload(s, bias)?, self.upload(s, one)?);
         let mut y = s.alloc_zeros::<u16>(g.output_len() * n).map_err(cuda_err)?;
         self.launch_conv(s, &x.digits, &w, &b, &o, &mut y, m, g)?;
-        Ok(DeviceLabelTensor {
-            modulus: m,
-            shape: vec![g.out_channels, g.out_height, g.out_width],
-            digits: y,
-        })
+        Ok(DeviceLabelTensor { modulus: m, shape: vec![g.out_channels, g.out_height, g.out_width], digits: y })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -383,12 +394,16 @@ impl Gpu {
 
     /// Gates per piece of a batch whose gates have `rows_per_gate` rows.
     fn gates_per_piece(&self, rows_per_gate: usize) -> usize {
-        (self.max_batch_rows / rows_per_gate.max(1)).max(1)
+        (self.max_batch_rows() / rows_per_gate.max(1)).max(1)
     }
 }
 
 fn gate_config(items: usize) -> LaunchConfig {
-    LaunchConfig { grid_dim: (blocks_for(items, GATE_THREADS), 1, 1), block_dim: (GATE_THREADS as u32, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: (blocks_for(items, GATE_THREADS), 1, 1),
+        block_dim: (GATE_THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 impl Offload for Gpu {

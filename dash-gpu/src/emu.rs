@@ -21,7 +21,15 @@ mod ffi {
     // first, then the kernel's own parameters.
     unsafe extern "C" {
         pub fn dash_aes_permute(gx: u32, gy: u32, gz: u32, input: *const u64, out: *mut u64, count: u32);
-        pub fn dash_tccr_hash(gx: u32, gy: u32, gz: u32, tweaks: *const u64, input: *const u64, out: *mut u64, count: u32);
+        pub fn dash_tccr_hash(
+            gx: u32,
+            gy: u32,
+            gz: u32,
+            tweaks: *const u64,
+            input: *const u64,
+            out: *mut u64,
+            count: u32,
+        );
         pub fn dash_projection_eval(
             gx: u32,
             gy: u32,

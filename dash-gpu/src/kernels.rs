@@ -29,11 +29,8 @@ pub struct KernelFile {
 }
 
 /// The linear layers (`kernels/linear.cu`).
-pub const LINEAR: KernelFile = KernelFile {
-    name: "linear.cu",
-    source: include_str!("../../kernels/linear.cu"),
-    entries: &["dash_conv2d_mod_p"],
-};
+pub const LINEAR: KernelFile =
+    KernelFile { name: "linear.cu", source: include_str!("../../kernels/linear.cu"), entries: &["dash_conv2d_mod_p"] };
 
 /// Projection gates, AES and the hash (`kernels/projection.cu`).
 pub const PROJECTION: KernelFile = KernelFile {

@@ -279,16 +279,19 @@ pub trait Offload: Send + Sync {
 }
 
 /// The blocks of a batch of tweaks as `(lo, hi)` pairs, the kernels' layout.
+#[cfg_attr(not(any(feature = "cuda", feature = "host-emu")), allow(dead_code))]
 pub(crate) fn tweak_words(tweaks: &[Tweak]) -> Vec<u64> {
     tweaks.iter().flat_map(|t| [t.0 as u64, (t.0 >> 64) as u64]).collect()
 }
 
 /// Blocks as `(lo, hi)` pairs.
+#[cfg_attr(not(any(feature = "cuda", feature = "host-emu")), allow(dead_code))]
 pub(crate) fn block_words(blocks: &[Block]) -> Vec<u64> {
     blocks.iter().flat_map(|b| [b.0 as u64, (b.0 >> 64) as u64]).collect()
 }
 
 /// `(lo, hi)` pairs back to blocks.
+#[cfg_attr(not(any(feature = "cuda", feature = "host-emu")), allow(dead_code))]
 pub(crate) fn words_to_blocks(words: &[u64], out: &mut [Block]) {
     for (b, w) in out.iter_mut().zip(words.chunks_exact(2)) {
         *b = Block(w[0] as u128 | (w[1] as u128) << 64);
@@ -296,13 +299,17 @@ pub(crate) fn words_to_blocks(words: &[u64], out: &mut [Block]) {
 }
 
 /// Blocks of `threads` threads covering `count` work items.
+#[cfg_attr(not(any(feature = "cuda", feature = "host-emu")), allow(dead_code))]
 pub(crate) fn blocks_for(count: usize, threads: usize) -> u32 {
     count.div_ceil(threads) as u32
 }
 
 /// Threads per block of the projection kernels (`DASH_GATE_THREADS`).
+#[cfg_attr(not(any(feature = "cuda", feature = "host-emu")), allow(dead_code))]
 pub(crate) const GATE_THREADS: usize = 128;
 /// Threads per block of the linear kernel (`DASH_LINEAR_THREADS`).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) const LINEAR_THREADS: usize = 256;
 /// Output tile of the linear kernel (`DASH_TILE_R`, `DASH_TILE_C`).
+#[cfg_attr(not(any(feature = "cuda", feature = "host-emu")), allow(dead_code))]
 pub(crate) const LINEAR_TILE: usize = 16;

@@ -4,10 +4,12 @@
 //! itself, run thread by thread on the CPU.
 
 use dash_core::projection::{self, projection_rows};
-use dash_core::{Block, CrtBase, Delta, Domain, FixedKeyHash, Label, Modulus, SliceSink, SliceSource, Tweak, ZeroLabel};
+use dash_core::{
+    Block, CrtBase, Delta, Domain, FixedKeyHash, Label, Modulus, SliceSink, SliceSource, Tweak, ZeroLabel,
+};
+use dash_gpu::GpuError;
 use dash_gpu::emu::HostEmu;
 use dash_gpu::offload::{ConvGeometry, GarbleBatch, LinearResidue, Offload, ProjectionBatch};
-use dash_gpu::GpuError;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -79,8 +81,21 @@ fn garble_on_core(rng: &mut ChaCha20Rng, p_in: u16, p_out: u16, gates: usize) ->
 fn projection_evaluation_matches_dash_core() {
     let mut rng = ChaCha20Rng::seed_from_u64(2);
     let hash = FixedKeyHash::new();
-    let pairs = [(2u16, 3u16), (3, 2), (5, 7), (7, 5), (11, 13), (13, 17), (17, 2), (19, 23), (23, 251), (31, 3181),
-        (97, 11), (251, 2), (919, 5)];
+    let pairs = [
+        (2u16, 3u16),
+        (3, 2),
+        (5, 7),
+        (7, 5),
+        (11, 13),
+        (13, 17),
+        (17, 2),
+        (19, 23),
+        (23, 251),
+        (31, 3181),
+        (97, 11),
+        (251, 2),
+        (919, 5),
+    ];
     for (p_in, p_out) in pairs {
         let (mi, mo) = (Modulus::new(p_in).unwrap(), Modulus::new(p_out).unwrap());
         let gates = 150;
@@ -313,9 +328,23 @@ fn bad_arguments_are_errors_not_memory_errors() {
     let rows = vec![Block::ZERO; 8];
     let inputs = vec![4u16; 2 * n];
     let mut out = vec![0u16; 2 * mo.digits()];
-    let mut bad = ProjectionBatch { input_modulus: m, output_modulus: mo, inputs: &inputs, tweaks: &tweaks, rows: &rows[..7], out: &mut out };
+    let mut bad = ProjectionBatch {
+        input_modulus: m,
+        output_modulus: mo,
+        inputs: &inputs,
+        tweaks: &tweaks,
+        rows: &rows[..7],
+        out: &mut out,
+    };
     assert!(matches!(HostEmu.projection_eval(&mut bad), Err(GpuError::Shape(_))));
     let inputs5 = vec![5u16; 2 * n];
-    let mut bad = ProjectionBatch { input_modulus: m, output_modulus: mo, inputs: &inputs5, tweaks: &tweaks, rows: &rows, out: &mut out };
+    let mut bad = ProjectionBatch {
+        input_modulus: m,
+        output_modulus: mo,
+        inputs: &inputs5,
+        tweaks: &tweaks,
+        rows: &rows,
+        out: &mut out,
+    };
     assert!(matches!(HostEmu.projection_eval(&mut bad), Err(GpuError::Shape(_))));
 }

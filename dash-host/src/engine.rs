@@ -36,6 +36,7 @@
 
 use crate::format::{self, Header};
 use crate::network::{IntLayer, IntNetwork};
+use crate::offload::{LaneEvaluator, LaneWire, OffloadHandle};
 use crate::tensor::{CrtTensor, LabelTensor};
 use anyhow::{Context, Result, bail, ensure};
 use dash_core::gadgets::compare::max_window;
@@ -103,6 +104,9 @@ pub struct Plan<'n> {
     reduced: Vec<Vec<(Vec<u16>, Vec<u16>)>>,
     /// Whether activation `i` is needed again by a residual add.
     keep: Vec<bool>,
+    /// Where dense/conv layers and the evaluator's projection batches run
+    /// (`None`: the CPU kernels below).
+    offload: Option<OffloadHandle>,
 }
 
 fn measure(op: &Op, sign: Option<&SignGadget>, base: &CrtBase) -> Result<(u64, u64, Vec<u16>)> {
@@ -202,7 +206,19 @@ impl<'n> Plan<'n> {
             "the network needs {} moduli, at most {MAX_MODULI} supported",
             moduli.len()
         );
-        Ok(Plan { net, shapes, ops, sign, costs, moduli, hash: net.hash(), reduced, keep })
+        Ok(Plan { net, shapes, ops, sign, costs, moduli, hash: net.hash(), reduced, keep, offload: None })
+    }
+
+    /// Runs dense and convolution layers (both parties) and the evaluator's
+    /// non-linear layers (as layer-wide projection batches) on `device`;
+    /// `None` restores the CPU path. Results are bit-identical either way.
+    pub fn set_offload(&mut self, device: Option<OffloadHandle>) {
+        self.offload = device;
+    }
+
+    /// The device offloaded to, if any.
+    pub fn offload(&self) -> Option<&OffloadHandle> {
+        self.offload.as_ref()
     }
 
     /// The network.
@@ -544,6 +560,24 @@ fn linear_layer(
     let (in_shape, out_shape) = (&plan.shapes[i], &plan.shapes[i + 1]);
     let base = &plan.net.base;
     Ok(match layer {
+        IntLayer::Dense { inputs, outputs, .. } if plan.offload.is_some() => {
+            offload_linear(plan, i, &x, ones, &dash_gpu::ConvGeometry::dense(*inputs, *outputs), out_shape)?
+        }
+        IntLayer::Conv2d { kernel, stride, padding, .. } if plan.offload.is_some() => {
+            let g = dash_gpu::ConvGeometry {
+                in_channels: in_shape[0],
+                height: in_shape[1],
+                width: in_shape[2],
+                out_channels: out_shape[0],
+                out_height: out_shape[1],
+                out_width: out_shape[2],
+                kernel: *kernel,
+                stride: *stride,
+                pad_top: padding.top,
+                pad_left: padding.left,
+            };
+            offload_linear(plan, i, &x, ones, &g, out_shape)?
+        }
         IntLayer::Dense { inputs, .. } => {
             let mut out = CrtTensor::zeros(base, out_shape);
             for (j, y) in out.residues_mut().iter_mut().enumerate() {
@@ -584,6 +618,94 @@ fn linear_layer(
         }
         _ => bail!("layer {i} is not linear"),
     })
+}
+
+/// A dense or convolution layer on the offload device, every residue at once.
+fn offload_linear(
+    plan: &Plan,
+    i: usize,
+    x: &CrtTensor,
+    ones: &[Vec<u16>],
+    g: &dash_gpu::ConvGeometry,
+    out_shape: &[usize],
+) -> Result<CrtTensor> {
+    let device = plan.offload.as_ref().context("no offload device")?;
+    let mut out = CrtTensor::zeros(&plan.net.base, out_shape);
+    let mut jobs: Vec<dash_gpu::LinearResidue<'_>> = out
+        .residues_mut()
+        .iter_mut()
+        .enumerate()
+        .map(|(j, y)| dash_gpu::LinearResidue {
+            modulus: y.modulus(),
+            x: x.residue(j).digits(),
+            weights: &plan.reduced[i][j].0,
+            bias: &plan.reduced[i][j].1,
+            one: &ones[j],
+            out: y.digits_mut(),
+        })
+        .collect();
+    device.0.linear(g, &mut jobs).with_context(|| format!("layer {i} on {}", device.name()))?;
+    drop(jobs);
+    Ok(out)
+}
+
+/// The evaluator's non-linear layer `i` on the chunk of elements
+/// `first .. first + count` as lanes: every projection of the gadget runs on
+/// the device for the whole chunk at once. Writes element-major `scratch`
+/// like the per-element path.
+fn nonlinear_lanes(
+    plan: &Plan,
+    i: usize,
+    x: &CrtTensor,
+    ones: &EngineOnes,
+    first: usize,
+    count: usize,
+    rows: &[Block],
+    scratch: &mut [u16],
+) -> Result<()> {
+    let device = plan.offload.as_ref().context("no offload device")?;
+    let cost = &plan.costs[i];
+    let mut idx = Vec::new();
+    let mut windows: Vec<Vec<usize>> = Vec::new();
+    for e in first..first + count {
+        element_inputs(plan, i, e, &mut idx);
+        if windows.is_empty() {
+            windows = vec![Vec::with_capacity(count); idx.len()];
+        }
+        for (w, &q) in windows.iter_mut().zip(&idx) {
+            w.push(q);
+        }
+    }
+    let xs = windows
+        .iter()
+        .map(|w| {
+            Bundle::from_wires(x.residues().iter().map(|t| {
+                LaneWire::new(t.modulus(), w.iter().flat_map(|&q| t.label_digits(q).iter().copied()).collect())
+            }))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let ct = cost.rows_per_element as usize;
+    let mut ev = LaneEvaluator::new(
+        &*device.0,
+        ones,
+        count,
+        cost.first_gate + first as u64 * cost.gates_per_element,
+        cost.gates_per_element,
+        rows,
+        ct,
+    );
+    let res = run_op(&plan.ops[i], plan.sign.as_ref(), &mut ev, &xs)?;
+    ensure!(ev.used() == (cost.gates_per_element, ct), "gadget used an unexpected number of gates or rows");
+    let per = digits_per_element(&plan.net.base);
+    let mut off = 0;
+    for w in res.wires() {
+        let n = w.digits().len() / count;
+        for (e, lane) in w.digits().chunks_exact(n).enumerate() {
+            scratch[e * per + off..e * per + off + n].copy_from_slice(lane);
+        }
+        off += n;
+    }
+    Ok(())
 }
 
 /// Flat input indices of output element `e` of non-linear layer `i`.
@@ -935,6 +1057,11 @@ impl<'p, 'n, R: Read> EvaluatorSession<'p, 'n, R> {
             let count = chunk.min(elements - first);
             let (rows, scratch) = (&mut rows[..count * ct], &mut scratch[..count * per]);
             format::read_rows(&mut self.reader, rows)?;
+            if plan.offload.is_some() {
+                nonlinear_lanes(plan, i, x, ones, first, count, rows, scratch)?;
+                scatter(&mut y, scratch, first, count);
+                continue;
+            }
             let work = |idx: &mut Vec<usize>, k: usize, r: &[Block], s: &mut [u16]| -> Result<()> {
                 let e = first + k;
                 element_inputs(plan, i, e, idx);
