@@ -259,8 +259,8 @@ impl GarbleBatch<'_> {
 }
 
 /// A device that runs the engine's offloaded work. Implemented by the CUDA
-/// backend ([`crate::cuda::Gpu`], feature `cuda`) and by the host build of
-/// the same kernels ([`crate::emu::HostEmu`], feature `host-emu`).
+/// backend (`cuda::Gpu`, feature `cuda`) and by the host build of the same
+/// kernels (`emu::HostEmu`, feature `host-emu`).
 pub trait Offload: Send + Sync {
     /// What runs the kernels, for messages (e.g. "NVIDIA H100 (sm_90)").
     fn name(&self) -> String;

@@ -653,6 +653,7 @@ fn offload_linear(
 /// `first .. first + count` as lanes: every projection of the gadget runs on
 /// the device for the whole chunk at once. Writes element-major `scratch`
 /// like the per-element path.
+#[allow(clippy::too_many_arguments)]
 fn nonlinear_lanes(
     plan: &Plan,
     i: usize,

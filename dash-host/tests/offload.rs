@@ -58,10 +58,10 @@ fn mlp(k: usize, seed: u64) -> IntNetwork {
     IntNetwork::new(vec![20], layers, CrtBase::first(k).unwrap()).unwrap()
 }
 
-fn check(net: &IntNetwork, seed: u64) {
+fn check(net: &IntNetwork, seed: u64, device: &OffloadHandle) {
     let cpu = Plan::new(net).unwrap();
     let mut gpu = Plan::new(net).unwrap();
-    gpu.set_offload(Some(OffloadHandle::new(HostEmu)));
+    gpu.set_offload(Some(device.clone()));
     assert!(gpu.offload().is_some());
 
     // The garbler's linear layers offloaded too: the same material, byte for byte.
@@ -95,13 +95,31 @@ fn check(net: &IntNetwork, seed: u64) {
     }
 }
 
-#[test]
-fn offloaded_networks_equal_the_cpu_bit_for_bit() {
+fn all_networks(device: &OffloadHandle) {
     for k in 5..=9 {
-        check(&mlp(k, 10 + k as u64), 100 + k as u64);
+        check(&mlp(k, 10 + k as u64), 100 + k as u64, device);
     }
     for k in [5, 6, 7] {
-        check(&cnn(k, 20 + k as u64), 200 + k as u64);
+        check(&cnn(k, 20 + k as u64), 200 + k as u64, device);
+    }
+}
+
+#[test]
+fn offloaded_networks_equal_the_cpu_bit_for_bit() {
+    all_networks(&OffloadHandle::new(HostEmu));
+}
+
+/// The same on a real GPU (skipped, with the reason, where there is none).
+#[cfg(feature = "cuda")]
+#[test]
+fn networks_on_the_gpu_equal_the_cpu_bit_for_bit() {
+    let opened = dash_gpu::cuda::Gpu::open(0, &dash_gpu::kernels::PtxCache::default_location());
+    match opened {
+        Ok(gpu) => all_networks(&OffloadHandle::new(gpu)),
+        Err(e) if std::env::var_os("DASH_REQUIRE_GPU").is_none() => {
+            eprintln!("dash-gpu: SKIP networks_on_the_gpu_equal_the_cpu_bit_for_bit: {e}")
+        }
+        Err(e) => panic!("DASH_REQUIRE_GPU is set but: {e}"),
     }
 }
 
