@@ -23,6 +23,7 @@
 use anyhow::Result;
 use dash_core::{Backend, Block, Domain, Error, Modulus, OneLabels, Tweak};
 use dash_gpu::{Offload, ProjectionBatch};
+use rayon::prelude::*;
 use std::sync::Arc;
 
 /// A device the engine offloads to (shared, cheap to clone).
@@ -121,13 +122,19 @@ impl LaneWire {
         &self.digits
     }
 
-    fn map2(&self, other: &LaneWire, f: impl Fn(u32, u32, u32) -> u32) -> Result<LaneWire, Error> {
+    fn map2(&self, other: &LaneWire, f: impl Fn(u32, u32, u32) -> u32 + Sync) -> Result<LaneWire, Error> {
         if self.modulus != other.modulus {
             return Err(Error::ModulusMismatch { left: self.modulus.value(), right: other.modulus.value() });
         }
         let p = self.modulus.value() as u32;
-        let digits = self.digits.iter().zip(&other.digits).map(|(&a, &b)| f(a as u32, b as u32, p) as u16).collect();
+        let digits =
+            self.digits.par_iter().zip(&other.digits).map(|(&a, &b)| f(a as u32, b as u32, p) as u16).collect();
         Ok(LaneWire { modulus: self.modulus, digits })
+    }
+
+    fn map(&self, f: impl Fn(u32, u32) -> u32 + Sync) -> LaneWire {
+        let p = self.modulus.value() as u32;
+        LaneWire { modulus: self.modulus, digits: self.digits.par_iter().map(|&a| f(a as u32, p) as u16).collect() }
     }
 }
 
@@ -248,14 +255,11 @@ impl<const N: usize> Backend for LaneEvaluator<'_, N> {
     }
 
     fn neg(&mut self, a: &LaneWire) -> Result<LaneWire, Error> {
-        let p = a.modulus.value();
-        Ok(LaneWire { modulus: a.modulus, digits: a.digits.iter().map(|&d| (p - d) % p).collect() })
+        Ok(a.map(|d, p| (p - d) % p))
     }
 
     fn cmul(&mut self, a: &LaneWire, c: u16) -> Result<LaneWire, Error> {
-        let p = a.modulus.value() as u32;
-        let c = c as u32 % p;
-        Ok(LaneWire { modulus: a.modulus, digits: a.digits.iter().map(|&d| (d as u32 * c % p) as u16).collect() })
+        Ok(a.map(|d, p| d * (c as u32 % p) % p))
     }
 
     fn project(&mut self, a: &LaneWire, out: Modulus, _table: impl Fn(u16) -> u16) -> Result<LaneWire, Error> {
@@ -282,13 +286,13 @@ impl<const N: usize> Backend for LaneEvaluator<'_, N> {
         let t = self.project_batch(bit, p, Domain::MulBit, gate, 1)?;
         let mut z = self.project_batch(x, p, Domain::MulBit, gate, 2)?;
         let (n, q) = (p.digits(), p.value() as u32);
-        for (e, lane) in z.digits.chunks_mut(n).enumerate() {
+        z.digits.par_chunks_mut(n).enumerate().for_each(|(e, lane)| {
             let colour = x.digits[e * n] as u32;
             let (bl, tl) = (&b_lift.digits[e * n..(e + 1) * n], &t.digits[e * n..(e + 1) * n]);
             for ((zd, &b), &tv) in lane.iter_mut().zip(bl).zip(tl) {
                 *zd = ((*zd as u32 + b as u32 * colour + tv as u32) % q) as u16;
             }
-        }
+        });
         Ok(z)
     }
 }
