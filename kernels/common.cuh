@@ -99,23 +99,31 @@ DEVICE Block128 dash_pack(const uint16_t* d, uint32_t n, uint32_t p) {
 }
 
 // dash_core::Label::from_block: the n base-p digits of `v`; returns 0 (and
-// zero digits) when v >= p^n, i.e. `v` packs no label. Evaluator side only:
-// the divisions are variable-time, which is fine for public values.
+// zero digits) when v >= p^n, i.e. `v` packs no label. Evaluator side only
+// (it stops early on zero limbs: variable time, fine for public values).
+//
+// Long division of four 32-bit limbs by p per digit, each step by a
+// multiply-high with m = floor((2^64 - 1) / p) + 1 instead of a 64-bit
+// division (slow on a GPU): the partial dividend is below p·2^32 <= 2^44,
+// where floor(cur·m / 2^64) = floor(cur / p) exactly (the error is below
+// cur / 2^64 < 2^-20, the fractional part of cur / p at most 1 - 2^-12).
 DEVICE int dash_unpack(Block128 v, uint32_t n, uint32_t p, uint16_t* out) {
-    uint64_t hi = v.hi, lo = v.lo;
+    uint64_t m = ~0ull / p + 1;
+    uint64_t limb[4] = {v.hi >> 32, v.hi & 0xffffffffull, v.lo >> 32, v.lo & 0xffffffffull};
+    uint32_t top = 0;  // limbs above `top` are zero
+    while (top < 4 && limb[top] == 0) ++top;
     for (uint32_t i = 0; i < n; ++i) {
-        uint64_t q_hi = hi / p;
-        uint64_t r = hi % p;
-        uint64_t t = (r << 32) | (lo >> 32);
-        uint64_t q_mid = t / p;
-        r = t % p;
-        t = (r << 32) | (lo & 0xffffffffull);
-        uint64_t q_lo = t / p;
-        out[i] = (uint16_t)(t % p);
-        hi = q_hi;
-        lo = (q_mid << 32) | q_lo;
+        uint64_t r = 0;
+        for (uint32_t j = top; j < 4; ++j) {
+            uint64_t cur = (r << 32) | limb[j];
+            uint64_t q = dash_mulhi64(cur, m);
+            r = cur - q * p;
+            limb[j] = q;
+        }
+        out[i] = (uint16_t)r;
+        while (top < 4 && limb[top] == 0) ++top;
     }
-    if ((hi | lo) != 0) {
+    if (top < 4) {
         for (uint32_t i = 0; i < n; ++i) out[i] = 0;
         return 0;
     }
