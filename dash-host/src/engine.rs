@@ -209,9 +209,12 @@ impl<'n> Plan<'n> {
         Ok(Plan { net, shapes, ops, sign, costs, moduli, hash: net.hash(), reduced, keep, offload: None })
     }
 
-    /// Runs dense and convolution layers (both parties) and the evaluator's
-    /// non-linear layers (as layer-wide projection batches) on `device`;
-    /// `None` restores the CPU path. Results are bit-identical either way.
+    /// Runs the evaluator's dense and convolution layers and non-linear
+    /// layers (as layer-wide projection batches) on `device`; `None`
+    /// restores the CPU path. Results are bit-identical either way. The
+    /// garbler always runs on the CPU: its labels are secret, and device
+    /// memory and the GPU's AES tables are not constant-time or scrubbed
+    /// (`docs/GPU.md`).
     pub fn set_offload(&mut self, device: Option<OffloadHandle>) {
         self.offload = device;
     }
@@ -548,23 +551,23 @@ fn geometry(
 }
 
 /// Runs linear layer `i` on `x` (either party; `ones[j]` is the digits of
-/// the one-wire label of residue `j` on this party's side).
+/// the one-wire label of residue `j` on this party's side), dense and
+/// convolution layers on `device` when one is given.
 fn linear_layer(
     plan: &Plan,
     i: usize,
     x: CrtTensor,
     acts: &[Option<CrtTensor>],
     ones: &[Vec<u16>],
+    device: Option<&OffloadHandle>,
 ) -> Result<CrtTensor> {
     let layer = &plan.net.layers[i];
     let (in_shape, out_shape) = (&plan.shapes[i], &plan.shapes[i + 1]);
     let base = &plan.net.base;
-    Ok(match layer {
-        IntLayer::Dense { inputs, outputs, .. } if plan.offload.is_some() => {
-            offload_linear(plan, i, &x, ones, &dash_gpu::ConvGeometry::dense(*inputs, *outputs), out_shape)?
-        }
-        IntLayer::Conv2d { kernel, stride, padding, .. } if plan.offload.is_some() => {
-            let g = dash_gpu::ConvGeometry {
+    if let Some(device) = device {
+        let geometry = match layer {
+            IntLayer::Dense { inputs, outputs, .. } => Some(dash_gpu::ConvGeometry::dense(*inputs, *outputs)),
+            IntLayer::Conv2d { kernel, stride, padding, .. } => Some(dash_gpu::ConvGeometry {
                 in_channels: in_shape[0],
                 height: in_shape[1],
                 width: in_shape[2],
@@ -575,9 +578,14 @@ fn linear_layer(
                 stride: *stride,
                 pad_top: padding.top,
                 pad_left: padding.left,
-            };
-            offload_linear(plan, i, &x, ones, &g, out_shape)?
+            }),
+            _ => None,
+        };
+        if let Some(g) = geometry {
+            return offload_linear(device, plan, i, &x, ones, &g, out_shape);
         }
+    }
+    Ok(match layer {
         IntLayer::Dense { inputs, .. } => {
             let mut out = CrtTensor::zeros(base, out_shape);
             for (j, y) in out.residues_mut().iter_mut().enumerate() {
@@ -622,6 +630,7 @@ fn linear_layer(
 
 /// A dense or convolution layer on the offload device, every residue at once.
 fn offload_linear(
+    device: &OffloadHandle,
     plan: &Plan,
     i: usize,
     x: &CrtTensor,
@@ -629,7 +638,6 @@ fn offload_linear(
     g: &dash_gpu::ConvGeometry,
     out_shape: &[usize],
 ) -> Result<CrtTensor> {
-    let device = plan.offload.as_ref().context("no offload device")?;
     let mut out = CrtTensor::zeros(&plan.net.base, out_shape);
     let mut jobs: Vec<dash_gpu::LinearResidue<'_>> = out
         .residues_mut()
@@ -810,7 +818,10 @@ pub fn garble<W: Write, R: CryptoRng + ?Sized>(plan: &Plan, rng: &mut R, out: &m
             acts[i] = Some(x.clone());
         }
         x = match op {
-            Op::Linear => linear_layer(plan, i, x, &acts, &ones).with_context(|| format!("garbling layer {i}"))?,
+            // The garbler stays on the CPU: its labels are secret (docs/GPU.md).
+            Op::Linear => {
+                linear_layer(plan, i, x, &acts, &ones, None).with_context(|| format!("garbling layer {i}"))?
+            }
             _ => {
                 let y =
                     garble_nonlinear(plan, i, &x, &keys, &hash, out).with_context(|| format!("garbling layer {i}"))?;
@@ -1027,9 +1038,8 @@ impl<'p, 'n, R: Read> EvaluatorSession<'p, 'n, R> {
                 acts[i] = Some(x.clone());
             }
             x = match op {
-                Op::Linear => {
-                    linear_layer(plan, i, x, &acts, &ones).with_context(|| format!("evaluating layer {i}"))?
-                }
+                Op::Linear => linear_layer(plan, i, x, &acts, &ones, plan.offload.as_ref())
+                    .with_context(|| format!("evaluating layer {i}"))?,
                 _ => self.nonlinear(i, &x, &hash).with_context(|| format!("evaluating layer {i}"))?,
             };
         }

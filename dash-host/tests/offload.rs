@@ -64,7 +64,8 @@ fn check(net: &IntNetwork, seed: u64, device: &OffloadHandle) {
     gpu.set_offload(Some(device.clone()));
     assert!(gpu.offload().is_some());
 
-    // The garbler's linear layers offloaded too: the same material, byte for byte.
+    // The garbler keeps the CPU path (its labels are secret): the same
+    // material, byte for byte, whether or not the plan has a device.
     let (mut m_cpu, mut m_gpu) = (Vec::new(), Vec::new());
     let s_cpu = engine::garble(&cpu, &mut ChaCha20Rng::seed_from_u64(seed), &mut m_cpu).unwrap();
     engine::garble(&gpu, &mut ChaCha20Rng::seed_from_u64(seed), &mut m_gpu).unwrap();
