@@ -364,7 +364,7 @@ fn row_decoding_is_exact_at_the_edges_of_every_modulus() {
         let top = (0..mo.digits()).fold(1u128, |a, _| a.wrapping_mul(p)); // p^n (0 for p = 2)
         for target in [0u128, 1, top.wrapping_sub(1), top, u128::MAX, top.wrapping_sub(1) / 3] {
             let mut digits: Vec<u16> = (0..mi.digits()).map(|_| below(&mut rng, 3)).collect();
-            digits[0] = 1 + below(&mut rng, 2) as u16;
+            digits[0] = 1 + below(&mut rng, 2);
             let input = Label::from_digits(mi, &digits).unwrap();
             let tweak = Tweak::new(Domain::Projection, rng.next_u64(), 0);
             let h = hash.hash(tweak, input.to_block());
