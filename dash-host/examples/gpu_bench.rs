@@ -5,8 +5,9 @@
 //!   batch evaluator), transfers included;
 //! * online (evaluation) time of whole networks on the CPU (all cores) and
 //!   on the GPU, with the output labels checked equal bit for bit:
-//!   `mlp` (the SecureML MLP shape) and, with `--minionn`, a network of
-//!   MiniONN-CIFAR's shape (random weights: timing, not accuracy).
+//!   the SecureML MLP (k = 8) and DeepSecure CNN (k = 9) shapes of the CPU
+//!   figures and, with `--minionn`, a network of MiniONN-CIFAR's shape
+//!   (random weights: timing, not accuracy).
 //!
 //! Prints a table, then one JSON object as the last line.
 //!
@@ -60,6 +61,19 @@ fn mlp(k: usize) -> Result<IntNetwork> {
     let layers =
         vec![dense(&mut r, 784, 128), IntLayer::Relu, dense(&mut r, 128, 128), IntLayer::Relu, dense(&mut r, 128, 10)];
     IntNetwork::new(vec![784], layers, CrtBase::first(k)?)
+}
+
+/// The DeepSecure CNN's shape (conv 4×4 stride 2, 5 channels, ReLU, FC
+/// 845→100, ReLU, FC 10), as in `tests/engine_timing.rs`.
+fn deepsecure(k: usize) -> Result<IntNetwork> {
+    let mut r = ChaCha20Rng::seed_from_u64(3);
+    let mut c = conv(&mut r, 1, 5, 4, 0);
+    if let IntLayer::Conv2d { stride, .. } = &mut c {
+        *stride = [2, 2];
+    }
+    let layers =
+        vec![c, IntLayer::Relu, IntLayer::Flatten, dense(&mut r, 845, 100), IntLayer::Relu, dense(&mut r, 100, 10)];
+    IntNetwork::new(vec![1, 28, 28], layers, CrtBase::first(k)?)
 }
 
 /// MiniONN's CIFAR-10 network's shape (7 conv layers, 2 mean pools as sum
@@ -225,9 +239,9 @@ fn main() -> Result<()> {
     drop(rows);
 
     let handle = OffloadHandle(gpu.clone() as Arc<dyn Offload>);
-    for k in [6, 8] {
-        network_online(&format!("mlp_k{k}"), &mlp(k)?, &handle, &mut json)?;
-    }
+    // The networks of the CPU figures (BENCHMARKS.md "Whole networks").
+    network_online("mlp_k8", &mlp(8)?, &handle, &mut json)?;
+    network_online("deepsecure_k9", &deepsecure(9)?, &handle, &mut json)?;
     if minionn_too {
         network_online("minionn_k6", &minionn(6)?, &handle, &mut json)?;
     }
