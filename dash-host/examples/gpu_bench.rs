@@ -14,6 +14,9 @@
 //! ```text
 //! cargo run --release -p dash-host --features cuda --example gpu_bench [-- --minionn]
 //! ```
+//!
+//! `-- --emu` runs the network part on the host build of the kernels
+//! instead (a check of this program without a GPU; its times mean nothing).
 
 use anyhow::{Context, Result};
 use dash_core::projection::{self, projection_rows};
@@ -136,9 +139,10 @@ fn network_online(
     anyhow::ensure!(out_cpu == out_gpu, "{name}: GPU output labels differ from the CPU's");
     anyhow::ensure!(session.decode_output(&out_gpu)? == net.eval_plain(&x)?, "{name}: wrong result");
     println!(
-        "{name:<12} k={} rows {:>11}  garble (CPU) {garble:8.3} s  online CPU {cpu:8.3} s  online GPU {on_gpu:8.3} s  (x{:.1})",
+        "{name:<12} k={} rows {:>11}  garble (CPU) {garble:8.3} s  online CPU {cpu:8.3} s  online {} {on_gpu:8.3} s  (x{:.1})",
         net.base.len(),
         cpu_plan.total_rows(),
+        if gpu.name().starts_with("host emulation") { "emu" } else { "GPU" },
         cpu / on_gpu
     );
     json.insert(format!("{name}_online_cpu_s"), cpu.into());
@@ -150,6 +154,16 @@ fn network_online(
 
 fn main() -> Result<()> {
     let minionn_too = std::env::args().any(|a| a == "--minionn");
+    if std::env::args().any(|a| a == "--emu") {
+        // A dry run of the network part on the host build of the kernels
+        // (no GPU needed; timings meaningless, results checked).
+        let emu = OffloadHandle::new(dash_gpu::emu::HostEmu);
+        let mut json = serde_json::Map::new();
+        network_online("mlp_k8", &mlp(8)?, &emu, &mut json)?;
+        network_online("deepsecure_k9", &deepsecure(9)?, &emu, &mut json)?;
+        println!("{}", serde_json::Value::Object(json));
+        return Ok(());
+    }
     let gpu = match Gpu::open(0, &PtxCache::default_location()) {
         Ok(g) => Arc::new(g),
         Err(e) => {
