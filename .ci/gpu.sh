@@ -28,7 +28,8 @@ trap 'rm -f "$log"' EXIT
 # NVRTC must work here: the compile test fails instead of skipping.
 DASH_REQUIRE_NVRTC=1 cargo test --release -p dash-gpu --features host-emu -- --nocapture 2>&1 | tee "$log"
 cargo test --release -p dash-host --features cuda --test offload -- --nocapture 2>&1 | tee -a "$log"
-cargo build --release -p dash-host --features cuda --example gpu_bench
+# The GPU benchmark program, dry-run on the host build of the kernels.
+cargo run --release -p dash-host --features cuda --example gpu_bench -- --emu
 
 skips=$(grep -c '^dash-gpu: SKIP' "$log" || true)
 echo "dash-gpu: $skips GPU test(s) skipped (no usable GPU here); reasons:"
