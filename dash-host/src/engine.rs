@@ -703,7 +703,13 @@ fn nonlinear_lanes(
         rows,
         ct,
     );
-    let res = run_op(&plan.ops[i], plan.sign.as_ref(), &mut ev, &xs)?;
+    let res = match run_op(&plan.ops[i], plan.sign.as_ref(), &mut ev, &xs) {
+        Ok(res) => res,
+        Err(e) => match ev.take_device_error() {
+            Some(d) => bail!("on {}: {d}", device.name()),
+            None => bail!(e),
+        },
+    };
     ensure!(ev.used() == (cost.gates_per_element, ct), "gadget used an unexpected number of gates or rows");
     let per = digits_per_element(&plan.net.base);
     let mut off = 0;

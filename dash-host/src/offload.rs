@@ -154,6 +154,9 @@ pub struct LaneEvaluator<'a, const N: usize> {
     local_gate: u64,
     /// Rows consumed so far by each element.
     local_row: usize,
+    /// The device failure behind an `Error::InvalidParameter` (the
+    /// `Backend` error type cannot carry it).
+    device_error: Option<dash_gpu::GpuError>,
 }
 
 impl<'a, const N: usize> LaneEvaluator<'a, N> {
@@ -178,7 +181,14 @@ impl<'a, const N: usize> LaneEvaluator<'a, N> {
             rows_per_element,
             local_gate: 0,
             local_row: 0,
+            device_error: None,
         }
+    }
+
+    /// The device failure, if a batch failed on the device (not on the
+    /// material): what to report instead of the gadget's error.
+    pub fn take_device_error(&mut self) -> Option<dash_gpu::GpuError> {
+        self.device_error.take()
     }
 
     /// Gates and rows each element used (to check against the plan).
@@ -229,7 +239,10 @@ impl<'a, const N: usize> LaneEvaluator<'a, N> {
         match self.device.projection_eval(&mut batch) {
             Ok(()) => Ok(LaneWire { modulus: out, digits }),
             Err(dash_gpu::GpuError::InvalidRow { .. }) => Err(Error::InvalidLabelEncoding),
-            Err(_) => Err(Error::InvalidParameter),
+            Err(e) => {
+                self.device_error = Some(e);
+                Err(Error::InvalidParameter)
+            }
         }
     }
 }
