@@ -63,6 +63,11 @@ pub type EngineOnes = OneLabels<MAX_MODULI>;
 /// Most rows one chunk of a layer holds in memory (16 MiB).
 pub const CHUNK_ROWS: usize = 1 << 20;
 
+/// Most rows one chunk of a layer holds when the evaluator offloads to a
+/// device (256 MiB on the host; the device takes it in pieces of
+/// `Gpu::max_batch_rows`).
+pub const OFFLOAD_CHUNK_ROWS: usize = 1 << 24;
+
 /// The gadget a non-linear layer runs per element.
 #[derive(Clone, Debug)]
 enum Op {
@@ -1064,7 +1069,13 @@ impl<'p, 'n, R: Read> EvaluatorSession<'p, 'n, R> {
         let per = digits_per_element(base);
         let elements = cost.elements as usize;
         let mut y = CrtTensor::zeros(base, &plan.shapes[i + 1]);
-        let chunk = elements_per_chunk(cost.rows_per_element);
+        // A device wants wide batches: each of the gadget's projections is one
+        // launch over the chunk's elements.
+        let chunk = if plan.offload.is_some() {
+            (OFFLOAD_CHUNK_ROWS as u64 / cost.rows_per_element.max(1)).max(1) as usize
+        } else {
+            elements_per_chunk(cost.rows_per_element)
+        };
         let mut rows = vec![Block::ZERO; chunk.min(elements) * ct];
         let mut scratch = vec![0u16; chunk.min(elements) * per];
         let op = &plan.ops[i];
