@@ -112,6 +112,8 @@ pub struct Plan<'n> {
     /// Where dense/conv layers and the evaluator's projection batches run
     /// (`None`: the CPU kernels below).
     offload: Option<OffloadHandle>,
+    /// Rows per evaluator chunk when offloading.
+    offload_chunk_rows: usize,
 }
 
 fn measure(op: &Op, sign: Option<&SignGadget>, base: &CrtBase) -> Result<(u64, u64, Vec<u16>)> {
@@ -211,7 +213,19 @@ impl<'n> Plan<'n> {
             "the network needs {} moduli, at most {MAX_MODULI} supported",
             moduli.len()
         );
-        Ok(Plan { net, shapes, ops, sign, costs, moduli, hash: net.hash(), reduced, keep, offload: None })
+        Ok(Plan {
+            net,
+            shapes,
+            ops,
+            sign,
+            costs,
+            moduli,
+            hash: net.hash(),
+            reduced,
+            keep,
+            offload: None,
+            offload_chunk_rows: OFFLOAD_CHUNK_ROWS,
+        })
     }
 
     /// Runs the evaluator's dense and convolution layers and non-linear
@@ -222,6 +236,13 @@ impl<'n> Plan<'n> {
     /// (`docs/GPU.md`).
     pub fn set_offload(&mut self, device: Option<OffloadHandle>) {
         self.offload = device;
+    }
+
+    /// Rows per chunk of a non-linear layer when the evaluator offloads
+    /// (default [`OFFLOAD_CHUNK_ROWS`]; at least one element's rows are
+    /// always taken). Smaller values bound host memory more tightly.
+    pub fn set_offload_chunk_rows(&mut self, rows: usize) {
+        self.offload_chunk_rows = rows;
     }
 
     /// The device offloaded to, if any.
@@ -1072,7 +1093,7 @@ impl<'p, 'n, R: Read> EvaluatorSession<'p, 'n, R> {
         // A device wants wide batches: each of the gadget's projections is one
         // launch over the chunk's elements.
         let chunk = if plan.offload.is_some() {
-            (OFFLOAD_CHUNK_ROWS as u64 / cost.rows_per_element.max(1)).max(1) as usize
+            (plan.offload_chunk_rows as u64 / cost.rows_per_element.max(1)).max(1) as usize
         } else {
             elements_per_chunk(cost.rows_per_element)
         };

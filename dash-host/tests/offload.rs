@@ -78,6 +78,15 @@ fn check(net: &IntNetwork, seed: u64, device: &OffloadHandle) {
     let out_cpu = engine::evaluate(&cpu, m_cpu.as_slice(), &labels).unwrap().to_blocks();
     let out_gpu = engine::evaluate(&gpu, m_cpu.as_slice(), &labels).unwrap().to_blocks();
     assert_eq!(out_gpu, out_cpu, "output labels differ with the offload");
+    // Layers cut into many chunks (a few elements each, one element per
+    // chunk at the extreme): the same labels.
+    for rows in [1, 2000] {
+        let mut chunked = Plan::new(net).unwrap();
+        chunked.set_offload(Some(device.clone()));
+        chunked.set_offload_chunk_rows(rows);
+        let out = engine::evaluate(&chunked, m_cpu.as_slice(), &labels).unwrap().to_blocks();
+        assert_eq!(out, out_cpu, "output labels differ with chunks of {rows} rows");
+    }
     assert_eq!(s_cpu.decode_output(&out_gpu).unwrap(), net.eval_plain(&x).unwrap());
 
     // Tampered material: the offload path behaves exactly as the CPU path
