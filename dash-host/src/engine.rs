@@ -714,9 +714,14 @@ fn nonlinear_lanes(
     let xs = windows
         .iter()
         .map(|w| {
-            Bundle::from_wires(x.residues().iter().map(|t| {
-                LaneWire::new(t.modulus(), w.iter().flat_map(|&q| t.label_digits(q).iter().copied()).collect())
-            }))
+            Bundle::from_wires(
+                x.residues()
+                    .iter()
+                    .map(|t| {
+                        LaneWire::new(t.modulus(), w.iter().flat_map(|&q| t.label_digits(q).iter().copied()).collect())
+                    })
+                    .collect::<Result<Vec<_>, Error>>()?,
+            )
         })
         .collect::<Result<Vec<_>, Error>>()?;
     let ct = cost.rows_per_element as usize;

@@ -112,9 +112,13 @@ pub struct LaneWire {
 }
 
 impl LaneWire {
-    /// A wire from its lanes' digits (`lanes × modulus.digits()`).
-    pub fn new(modulus: Modulus, digits: Vec<u16>) -> LaneWire {
-        LaneWire { modulus, digits }
+    /// A wire from its lanes' digits (`lanes × modulus.digits()`, each
+    /// below `p`).
+    pub fn new(modulus: Modulus, digits: Vec<u16>) -> Result<LaneWire, Error> {
+        if !digits.len().is_multiple_of(modulus.digits()) || digits.iter().any(|&d| d >= modulus.value()) {
+            return Err(Error::InvalidDigits);
+        }
+        Ok(LaneWire { modulus, digits })
     }
 
     /// The digits, lane after lane.
@@ -215,7 +219,8 @@ impl<'a, const N: usize> LaneEvaluator<'a, N> {
         sub: u32,
     ) -> Result<LaneWire, Error> {
         let m = input.modulus.value() as usize - 1;
-        if self.local_row + m > self.rows_per_element {
+        let lanes_rows = self.lanes.checked_mul(self.rows_per_element);
+        if self.local_row + m > self.rows_per_element || lanes_rows.is_none_or(|r| r > self.rows.len()) {
             return Err(Error::SourceExhausted);
         }
         let mut rows = Vec::with_capacity(self.lanes * m);
