@@ -8,6 +8,7 @@ use core::fmt;
 /// What went wrong. Carries only public information (moduli, sizes), never
 /// label digits or offsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum Error {
     /// A modulus was requested that is not a prime.

@@ -53,6 +53,7 @@ impl<const N: usize> GarblerKeys<N> {
             let entry = KeyEntry { delta: Delta::random(m, rng), one: ZeroLabel::random(m, rng) };
             keys.entries.push(entry).map_err(|_| Error::TooManyModuli)?;
         }
+        log_info!("garbler keys: {=usize} moduli", keys.entries.len());
         Ok(keys)
     }
 
@@ -103,7 +104,10 @@ impl<const N: usize> GarblerKeys<N> {
     /// expected label is constant-time, and no step branches on the zero
     /// label or the offset.
     pub fn decode(&self, zero: &ZeroLabel, returned: Block) -> Result<u16, Error> {
-        Option::from(self.decode_ct(zero, returned)?).ok_or(Error::AuthenticityCheckFailed)
+        Option::from(self.decode_ct(zero, returned)?).ok_or_else(|| {
+            log_warn!("decode: output label of {} failed the authenticity check", zero.modulus());
+            Error::AuthenticityCheckFailed
+        })
     }
 
     /// [`GarblerKeys::decode`] without the final branch: the candidate value

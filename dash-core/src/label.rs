@@ -110,34 +110,30 @@ impl Label {
         let m = self.modulus;
         let c = m.reduce(c as u32);
         let mut out = Label::zero(m);
-        for (o, &d) in out.digits.iter_mut().zip(self.digits.iter()) {
-            *o = m.mul(d, c);
-        }
+        zip3(m, &mut out.digits, &self.digits, &self.digits, |d, _| m.mul(d, c));
         out
     }
 
     /// `self += other` where the moduli are known to agree.
     ///
-    /// The digit loops below run over the `n` digits of the modulus (public)
-    /// in 16-bit lanes, which the compiler vectorises; every reduction is a
-    /// mask, never a branch.
+    /// The digit loops below run over a prefix of the digits of one of three
+    /// fixed lengths (32, 64 or 128 digits, the smallest that covers the
+    /// modulus's `n`: a choice made on the public modulus only), so every loop
+    /// has a constant trip count and compiles to straight vector code. The
+    /// padding digits are zero in every operand and stay zero (`0 + 0`,
+    /// `0 - 0`, `0·c + 0` all reduce to 0), so the invariant holds. Every
+    /// reduction is a mask, never a branch.
     #[inline]
     pub(crate) fn add_assign_unchecked(&mut self, other: &Label) {
         let p = self.modulus.value();
-        let n = self.modulus.digits();
-        for (a, &b) in self.digits[..n].iter_mut().zip(other.digits[..n].iter()) {
-            *a = reduce_once16(*a + b, p);
-        }
+        zip2(self.modulus, &mut self.digits, &other.digits, |a, b| reduce_once16(a + b, p));
     }
 
     /// `self -= other` where the moduli are known to agree.
     #[inline]
     pub(crate) fn sub_assign_unchecked(&mut self, other: &Label) {
         let p = self.modulus.value();
-        let n = self.modulus.digits();
-        for (a, &b) in self.digits[..n].iter_mut().zip(other.digits[..n].iter()) {
-            *a = reduce_once16(*a + p - b, p);
-        }
+        zip2(self.modulus, &mut self.digits, &other.digits, |a, b| reduce_once16(a + p - b, p));
     }
 
     /// `self += c * other` where the moduli are known to agree; constant-time
@@ -145,36 +141,25 @@ impl Label {
     #[inline]
     pub(crate) fn add_scaled_unchecked(&mut self, other: &Label, c: u16) {
         let m = self.modulus;
-        let n = m.digits();
         let c = m.reduce(c as u32);
         if m.value() <= MAX_SHORT_MODULUS {
             // a*c + b < 251*250 + 250 < 2^16: 16-bit lanes throughout.
-            for (a, &b) in self.digits[..n].iter_mut().zip(other.digits[..n].iter()) {
-                *a = m.reduce16(b * c + *a);
-            }
+            zip2(m, &mut self.digits, &other.digits, |a, b| m.reduce16(b * c + a));
         } else {
-            for (a, &b) in self.digits[..n].iter_mut().zip(other.digits[..n].iter()) {
-                *a = m.mul_add(b, c, *a);
-            }
+            zip2(m, &mut self.digits, &other.digits, |a, b| m.mul_add(b, c, a));
         }
     }
 
     /// `self = base + c * other` (all three of one modulus, known to agree);
-    /// constant-time in `c`. Writes only the `n` live digits.
+    /// constant-time in `c`.
     #[inline]
     pub(crate) fn set_scaled_sum(&mut self, base: &Label, other: &Label, c: u16) {
         let m = self.modulus;
-        let n = m.digits();
         let c = m.reduce(c as u32);
-        let digits = self.digits[..n].iter_mut().zip(base.digits[..n].iter().zip(other.digits[..n].iter()));
         if m.value() <= MAX_SHORT_MODULUS {
-            for (a, (&b, &o)) in digits {
-                *a = m.reduce16(o * c + b);
-            }
+            zip3(m, &mut self.digits, &base.digits, &other.digits, |b, o| m.reduce16(o * c + b));
         } else {
-            for (a, (&b, &o)) in digits {
-                *a = m.mul_add(o, c, b);
-            }
+            zip3(m, &mut self.digits, &base.digits, &other.digits, |b, o| m.mul_add(o, c, b));
         }
     }
 
@@ -184,6 +169,9 @@ impl Label {
     /// packing is multiply-add only.
     pub fn to_block(&self) -> Block {
         let m = self.modulus;
+        if let Some(v) = pack_fast(&self.digits, m.value()) {
+            return Block(v);
+        }
         let p = m.value() as u64;
         let c = m.chunk_digits();
         let n = m.digits();
@@ -210,11 +198,15 @@ impl Label {
     pub(crate) fn to_block_with(&self, powers: &Powers) -> Block {
         let m = self.modulus;
         debug_assert!(powers.modulus == m);
-        let c = m.chunk_digits();
+        if let Some(v) = pack_fast(&self.digits, m.value()) {
+            return Block(v);
+        }
+        // Here p > MAX_SHORT_MODULUS: chunks of at most MAX_WIDE_CHUNK digits.
+        let c = m.chunk_digits().min(MAX_WIDE_CHUNK);
         let n = m.digits();
         // The two low chunks in one pass (two independent accumulators; the
         // digits past `n` are zero, so a short label just adds zeros), then
-        // the top chunk. `2c <= 124` always, so both chunks are in bounds.
+        // the top chunk.
         let (low, high) = self.digits.split_at(c);
         let (mut g0, mut g1) = (0u64, 0u64);
         for ((&a, &b), &w) in low.iter().zip(&high[..c]).zip(&powers.pow[..c]) {
@@ -261,6 +253,15 @@ impl Label {
     #[inline]
     pub fn set_from_hash(&mut self, modulus: Modulus, block: Block) {
         self.reset(modulus);
+        if modulus.value() == 2 {
+            // The fraction chains below, for p = 2, read each half's bits
+            // from the top down: digit i < 64 is bit 63 - i of the high
+            // half, digit 64 + i bit 63 - i of the low half.
+            let hi = ((block.0 >> 64) as u64).reverse_bits() as u128;
+            let lo = (block.0 as u64).reverse_bits() as u128;
+            unpack_bits(hi | lo << 64, &mut self.digits);
+            return;
+        }
         let p = modulus.value() as u128;
         let n = modulus.digits();
         let (first, second) = self.digits[..n].split_at_mut(n.div_ceil(2));
@@ -283,6 +284,11 @@ impl Label {
     #[inline]
     pub fn set_from_block(&mut self, modulus: Modulus, block: Block) -> Result<(), Error> {
         self.reset(modulus);
+        if modulus.value() == 2 {
+            // Every 128-bit value packs a binary label.
+            unpack_bits(block.0, &mut self.digits);
+            return Ok(());
+        }
         let n = modulus.digits();
         if let Err(e) = modulus.unpack(block.0, &mut self.digits[..n]) {
             // Leave no half-written label behind.
@@ -303,22 +309,181 @@ impl Label {
     }
 }
 
+/// `a[i] = f(a[i], b[i])` over the shortest of 32, 64 or 128 digits that
+/// covers the modulus's live digits (see [`Label::add_assign_unchecked`]).
+#[inline(always)]
+fn zip2(m: Modulus, a: &mut [u16; MAX_DIGITS], b: &[u16; MAX_DIGITS], f: impl Fn(u16, u16) -> u16) {
+    #[inline(always)]
+    fn run<const N: usize>(a: &mut [u16; MAX_DIGITS], b: &[u16; MAX_DIGITS], f: impl Fn(u16, u16) -> u16) {
+        if let (Some(a), Some(b)) = (a.first_chunk_mut::<N>(), b.first_chunk::<N>()) {
+            for (a, &b) in a.iter_mut().zip(b) {
+                *a = f(*a, b);
+            }
+        }
+    }
+    match m.digits() {
+        0..=32 => run::<32>(a, b, f),
+        33..=64 => run::<64>(a, b, f),
+        _ => run::<MAX_DIGITS>(a, b, f),
+    }
+}
+
+/// `out[i] = f(b[i], c[i])`, over the same prefix as [`zip2`].
+#[inline(always)]
+fn zip3(
+    m: Modulus,
+    out: &mut [u16; MAX_DIGITS],
+    b: &[u16; MAX_DIGITS],
+    c: &[u16; MAX_DIGITS],
+    f: impl Fn(u16, u16) -> u16,
+) {
+    #[inline(always)]
+    fn run<const N: usize>(
+        out: &mut [u16; MAX_DIGITS],
+        b: &[u16; MAX_DIGITS],
+        c: &[u16; MAX_DIGITS],
+        f: impl Fn(u16, u16) -> u16,
+    ) {
+        if let (Some(out), Some(b), Some(c)) = (out.first_chunk_mut::<N>(), b.first_chunk::<N>(), c.first_chunk::<N>())
+        {
+            for (o, (&b, &c)) in out.iter_mut().zip(b.iter().zip(c)) {
+                *o = f(b, c);
+            }
+        }
+    }
+    match m.digits() {
+        0..=32 => run::<32>(out, b, c, f),
+        33..=64 => run::<64>(out, b, c, f),
+        _ => run::<MAX_DIGITS>(out, b, c, f),
+    }
+}
+
+/// Most digits in a packing chunk of a modulus above [`MAX_SHORT_MODULUS`]
+/// (`floor(64 / log2 p)` is 7 for 257).
+const MAX_WIDE_CHUNK: usize = 8;
+
 /// The powers `p^0 .. p^(c-1)` of a modulus, `c` its chunk size: what
-/// [`Label::to_block_with`] multiplies digits by.
+/// [`Label::to_block_with`] multiplies digits by. Only moduli above
+/// [`MAX_SHORT_MODULUS`] pack by powers (the others by bits or quads), so
+/// only they compute them; for the rest this is free.
 pub(crate) struct Powers {
     modulus: Modulus,
-    pow: [u64; 64],
+    pow: [u64; MAX_WIDE_CHUNK],
 }
 
 impl Powers {
     pub(crate) fn new(modulus: Modulus) -> Powers {
-        let mut pow = [0u64; 64];
-        let mut v = 1u64;
-        for w in pow[..modulus.chunk_digits()].iter_mut() {
-            *w = v;
-            v = v.wrapping_mul(modulus.value() as u64);
+        let mut pow = [0u64; MAX_WIDE_CHUNK];
+        if modulus.value() > MAX_SHORT_MODULUS {
+            let mut v = 1u64;
+            for w in pow.iter_mut().take(modulus.chunk_digits()) {
+                *w = v;
+                v = v.wrapping_mul(modulus.value() as u64);
+            }
         }
         Powers { modulus, pow }
+    }
+}
+
+/// Moves bit 0 of each 16-bit lane of `w` (lanes holding 0 or 1) to bits
+/// 48..52: the partial products of the multiplication sit at distinct
+/// positions, so nothing carries into the four wanted bits.
+const GATHER4: u64 = (1 << 48) | (1 << 33) | (1 << 18) | (1 << 3);
+/// Spreads bits 0..4 to bit 0 of four 16-bit lanes (again carry-free: the
+/// sixteen partial products land on distinct bits).
+const SCATTER4: u64 = 1 | (1 << 15) | (1 << 30) | (1 << 45);
+
+/// The packing of a binary label, `sum_i d_i 2^i`: a bit gather, sixteen
+/// digits per multiplication. The four 4-lane words of a group are merged
+/// as `w0 | w1 << 4 | w2 << 8 | w3 << 12`, so digit `4t + j` sits at bit
+/// `16j + 4t`; times [`GATHER4`] it lands on bit `48 + 4t + j`. Every partial
+/// product of that multiplication has its own bit position (no carries),
+/// and the ones outside bits 48..64 are shifted or wrapped away.
+/// Constant-time (multiplications, shifts and ORs only).
+#[inline]
+fn pack_bits(digits: &[u16; MAX_DIGITS]) -> u128 {
+    let mut v = 0u128;
+    for (g, group) in digits.as_chunks::<16>().0.iter().enumerate() {
+        let mut x = 0u64;
+        for (t, q) in group.as_chunks::<4>().0.iter().enumerate() {
+            let w = q[0] as u64 | (q[1] as u64) << 16 | (q[2] as u64) << 32 | (q[3] as u64) << 48;
+            x |= w << (4 * t);
+        }
+        v |= ((x.wrapping_mul(GATHER4) >> 48) as u128) << (16 * g);
+    }
+    v
+}
+
+/// The packing `sum_i d_i p^i` for `3 <= p <= 255`, a quad
+/// `d0 + d1 p + d2 p^2 + d3 p^3 < 2^32` at a time from one 64-bit word of four
+/// 16-bit lanes, without a carry between lanes:
+///
+/// - `p <= 15`: the word times `p^3 + p^2·2^16 + p·2^32 + 2^48` holds the quad
+///   in its top lane; every lower lane of the product stays below `p^4 <= 2^16`;
+/// - `p <= 255`: the word times `p + 2^16` holds the pairs `d0 + d1 p` and
+///   `d2 + d3 p` in lanes 1 and 3 (every lane below `p^2 < 2^16`), and the
+///   quad is `pair0 + pair1·p^2`.
+///
+/// Quads are combined by Horner in three independent 64-bit chunks of `H`
+/// quads (`Q^H < 2^64` for `Q = p^4`; the caller picks `H` so that three
+/// chunks cover the digits), then in 128 bits. Multiplications, shifts and
+/// masks only: constant-time.
+#[inline(always)]
+fn pack_quads<const SMALL: bool, const H: usize>(digits: &[u16; MAX_DIGITS], p: u16) -> u128 {
+    let p = p as u64;
+    let q = p * p * p * p;
+    let mut chunk_pow = 1u64;
+    for _ in 0..H {
+        chunk_pow = chunk_pow.wrapping_mul(q);
+    }
+    let spread = if SMALL { (p * p * p) | ((p * p) << 16) | (p << 32) | (1 << 48) } else { p | (1 << 16) };
+    let p2 = p * p;
+    let quads = digits.as_chunks::<4>().0;
+    let quad = |j: usize| match quads.get(j) {
+        Some(d) => {
+            let w = d[0] as u64 | (d[1] as u64) << 16 | (d[2] as u64) << 32 | (d[3] as u64) << 48;
+            let r = w.wrapping_mul(spread);
+            if SMALL { r >> 48 } else { ((r >> 16) & 0xffff) + (r >> 48) * p2 }
+        }
+        None => 0,
+    };
+    let mut acc = [0u64; 3];
+    for i in (0..H).rev() {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = *a * q + quad(k * H + i);
+        }
+    }
+    let chunk_pow = chunk_pow as u128;
+    (acc[2] as u128 * chunk_pow + acc[1] as u128).wrapping_mul(chunk_pow).wrapping_add(acc[0] as u128)
+}
+
+/// Packs with the fastest exact method for the modulus: bits for p = 2,
+/// quads up to 251, `None` above (the caller's chunked dot product).
+#[inline]
+fn pack_fast(digits: &[u16; MAX_DIGITS], p: u16) -> Option<u128> {
+    // H = the most quads below 2^64 (three chunks of H quads then cover the
+    // `floor(128 / log2 p)` digits): p^40 for 3, p^24 for 5, p^20 for 7,
+    // p^16 for 11 and 13, p^12 up to 37, p^8 up to 251.
+    Some(match p {
+        2 => pack_bits(digits),
+        3 => pack_quads::<true, 10>(digits, p),
+        5 => pack_quads::<true, 6>(digits, p),
+        7 => pack_quads::<true, 5>(digits, p),
+        11 | 13 => pack_quads::<true, 4>(digits, p),
+        17..=37 => pack_quads::<false, 3>(digits, p),
+        41..=MAX_SHORT_MODULUS => pack_quads::<false, 2>(digits, p),
+        _ => return None,
+    })
+}
+
+/// The digits of a binary label from its packing (bit `i` is digit `i`).
+#[inline]
+fn unpack_bits(v: u128, digits: &mut [u16; MAX_DIGITS]) {
+    for (i, q) in digits.as_chunks_mut::<4>().0.iter_mut().enumerate() {
+        let s = ((v >> (4 * i)) as u64 & 0xf).wrapping_mul(SCATTER4);
+        for (j, d) in q.iter_mut().enumerate() {
+            *d = (s >> (16 * j)) as u16 & 1;
+        }
     }
 }
 
@@ -448,6 +613,60 @@ mod tests {
         digits[30] = 1;
         let l = Label::from_digits(m, &digits).unwrap();
         assert_eq!(l.to_block().0, 5 + 3 * 17 + 17u128.pow(30));
+    }
+
+    /// The definition of `from_hash` as two fraction chains, digit by
+    /// digit, for comparison with the optimised paths (the binary one above all).
+    fn from_hash_reference(m: Modulus, block: Block) -> [u16; MAX_DIGITS] {
+        let p = m.value() as u128;
+        let n = m.digits();
+        let first = n.div_ceil(2);
+        let (mut hi, mut lo) = ((block.0 >> 64) as u64, block.0 as u64);
+        let mut digits = [0u16; MAX_DIGITS];
+        for d in digits[..first].iter_mut() {
+            let t = hi as u128 * p;
+            *d = (t >> 64) as u16;
+            hi = t as u64;
+        }
+        for d in digits[first..n].iter_mut() {
+            let u = lo as u128 * p;
+            *d = (u >> 64) as u16;
+            lo = u as u64;
+        }
+        digits
+    }
+
+    #[test]
+    fn from_hash_matches_its_definition_for_every_modulus() {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        for m in primes() {
+            for h in [0u128, u128::MAX, 1, 1 << 127, 0x8000_0000_0000_0000] {
+                assert_eq!(Label::from_hash(m, Block(h)).digits(), &from_hash_reference(m, Block(h))[..m.digits()]);
+            }
+            for _ in 0..20 {
+                let h = Block((rng.next_u64() as u128) << 64 | rng.next_u64() as u128);
+                assert_eq!(
+                    Label::from_hash(m, h).digits(),
+                    &from_hash_reference(m, h)[..m.digits()],
+                    "p = {}",
+                    m.value()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn binary_labels_pack_to_their_bits() {
+        let mut rng = ChaCha20Rng::seed_from_u64(10);
+        let m = Modulus::new(2).unwrap();
+        for _ in 0..100 {
+            let v = (rng.next_u64() as u128) << 64 | rng.next_u64() as u128;
+            let bits: [u16; 128] = core::array::from_fn(|i| (v >> i) as u16 & 1);
+            let l = Label::from_digits(m, &bits).unwrap();
+            assert_eq!(l.to_block().0, v);
+            assert_eq!(l.to_block_with(&Powers::new(m)).0, v);
+            assert_eq!(Label::from_block(m, Block(v)).unwrap().digits(), &bits[..]);
+        }
     }
 
     #[test]

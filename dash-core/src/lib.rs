@@ -61,6 +61,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[macro_use]
+mod log;
+
 pub mod backend;
 pub mod block;
 pub mod crt;

@@ -77,6 +77,7 @@ use crate::modulus::Modulus;
 
 /// How [`Rescale`] rounds the quotient `x / d`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Rounding {
     /// `floor(x/d)`, towards minus infinity. The cheapest for every divisor
     /// on the first `k` primes.
@@ -193,7 +194,9 @@ impl Rescale {
                 best = Some(candidate);
             }
         }
-        best.ok_or(Error::InvalidParameter)
+        let best = best.ok_or(Error::InvalidParameter)?;
+        log_info!("rescale gadget: /{=u64} {} ciphertexts={=u64}", divisor, rounding, best.cost);
+        Ok(best)
     }
 
     fn with_order(base: &CrtBase, divisor: u64, rounding: Rounding, order: &[usize]) -> Result<Rescale, Error> {
@@ -287,6 +290,7 @@ impl Rescale {
     /// The rescaled value, on the same base.
     pub fn apply<B: Backend>(&self, b: &mut B, x: &Bundle<B::Wire>) -> Result<Bundle<B::Wire>, Error> {
         check_bundle(b, &self.base, x)?;
+        log_debug!("rescale: /{=u64} {} ciphertexts={=u64}", self.divisor, self.rounding, self.cost);
         let moduli = self.base.moduli();
         let xs = x.wires();
         // Steps 1-2: the digits of r = u mod d.

@@ -105,6 +105,7 @@ pub const MAX_SIGN_MODULI: usize = MAX_CRT_PRIMES + MAX_POSITIONS + 1;
 
 /// How exact the sign must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Accuracy {
     /// Correct for every element of `Z_Q`.
     #[default]
@@ -121,6 +122,7 @@ pub enum Accuracy {
 
 /// Public description of one mixed-radix position of a [`SignGadget`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct PositionInfo {
     /// The radix `m_l` (a table parameter; may be composite).
     pub radix: u128,
@@ -422,8 +424,11 @@ impl SignGadget {
     /// `ReLU(x) = max(x, 0)`: every residue times the bit `[x >= 0]`.
     /// Costs [`SignGadget::relu_ciphertexts`].
     pub fn relu<B: Backend>(&self, b: &mut B, x: &Bundle<B::Wire>) -> Result<Bundle<B::Wire>, Error> {
+        log_info!("relu: k={=usize} ciphertexts={=u64}", self.base.len(), self.relu_ciphertexts());
         let bit = self.nonneg_bit(b, x)?;
-        self.mul_bit(b, x, &bit)
+        let out = self.mul_bit(b, x, &bit);
+        log_debug!("relu: done");
+        out
     }
 
     /// `x · bit` for a bundle `x` on this gadget's base and a wire of

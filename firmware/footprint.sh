@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Footprint of dash-core on the Cortex-M4F, from the release images and the
+# *.stats files a run of firmware/run.sh leaves in firmware/run/:
+#   flash = .text + .rodata (+ the vector table), from llvm-size;
+#   dash-core's share = image minus the baseline image (same board support,
+#   no dash-core);
+#   RAM = statics (.data + .bss) + measured peak stack (stack painting).
+set -euo pipefail
+fw="$(cd "$(dirname "$0")" && pwd)"
+elf_dir="$fw/target/thumbv7em-none-eabihf/release"
+run_dir="$fw/run"
+size_tool="$(command -v llvm-size || command -v rust-size || true)"
+if [ -z "$size_tool" ]; then
+    echo "footprint: llvm-size not found; skipping the flash figures" >&2
+    exit 0
+fi
+
+section() { "$size_tool" -A "$elf_dir/$1" | awk -v s="$2" '$1 == s { print $2 }'; }
+stat() { awk -F= -v k="$2" '$1 == k { print $2 }' "$run_dir/$1.stats"; }
+flash() { echo $(($(section "$1" .text) + $(section "$1" .rodata))); }
+
+base_flash=$(flash baseline)
+base_stack=$(stat baseline peak_stack)
+printf '%-15s %12s %16s %12s %12s %16s\n' image "flash (B)" "dash-core (B)" "statics (B)" "stack (B)" "dash-core RAM (B)"
+for image in baseline evaluator_relu evaluator garbler; do
+    stats="$image"
+    [ "$image" = evaluator_relu ] && stats=relu
+    [ "$image" = evaluator ] && stats=eval
+    [ "$image" = garbler ] && stats=garble
+    f=$(flash "$image")
+    statics=$(($(section "$image" .data) + $(section "$image" .bss)))
+    stack=$(stat "$stats" peak_stack)
+    printf '%-15s %12d %16d %12d %12d %16d\n' "$image" "$f" $((f - base_flash)) "$statics" "$stack" $((stack - base_stack))
+done
+echo "sizes on the M4: Label $(stat relu label_bytes) B, Bundle<Label> $(stat relu bundle_bytes) B"
+echo
+echo "instructions (QEMU -icount shift=0, SysTick calibrated against 100,000 nops):"
+echo "  evaluator_relu: exact ReLU $(stat relu relu_insns) ($(stat relu relu_rows) rows)"
+echo "  evaluator: exact ReLU $(stat eval relu_insns) ($(stat eval relu_rows) rows), rescale /35 $(stat eval rescale_insns) ($(stat eval rescale_rows) rows), $(stat eval insns_per_row) per garbled row"
+echo "  garbler:   exact ReLU $(stat garble relu_garble_insns) ($(stat garble relu_rows) rows)"
+echo "  projection gate mod $(stat garble proj_modulus) (16 rows): garble $(stat garble proj_garble_insns), evaluate $(stat garble proj_eval_insns)"
