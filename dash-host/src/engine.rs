@@ -36,6 +36,7 @@
 
 use crate::format::{self, Header};
 use crate::network::{IntLayer, IntNetwork};
+use crate::offload::{LaneEvaluator, LaneWire, OffloadHandle};
 use crate::tensor::{CrtTensor, LabelTensor};
 use anyhow::{Context, Result, bail, ensure};
 use dash_core::gadgets::compare::max_window;
@@ -61,6 +62,11 @@ pub type EngineOnes = OneLabels<MAX_MODULI>;
 
 /// Most rows one chunk of a layer holds in memory (16 MiB).
 pub const CHUNK_ROWS: usize = 1 << 20;
+
+/// Most rows one chunk of a layer holds when the evaluator offloads to a
+/// device (256 MiB on the host; the device takes it in pieces of
+/// `Gpu::max_batch_rows`).
+pub const OFFLOAD_CHUNK_ROWS: usize = 1 << 24;
 
 /// The gadget a non-linear layer runs per element.
 #[derive(Clone, Debug)]
@@ -103,6 +109,11 @@ pub struct Plan<'n> {
     reduced: Vec<Vec<(Vec<u16>, Vec<u16>)>>,
     /// Whether activation `i` is needed again by a residual add.
     keep: Vec<bool>,
+    /// Where dense/conv layers and the evaluator's projection batches run
+    /// (`None`: the CPU kernels below).
+    offload: Option<OffloadHandle>,
+    /// Rows per evaluator chunk when offloading.
+    offload_chunk_rows: usize,
 }
 
 fn measure(op: &Op, sign: Option<&SignGadget>, base: &CrtBase) -> Result<(u64, u64, Vec<u16>)> {
@@ -202,7 +213,41 @@ impl<'n> Plan<'n> {
             "the network needs {} moduli, at most {MAX_MODULI} supported",
             moduli.len()
         );
-        Ok(Plan { net, shapes, ops, sign, costs, moduli, hash: net.hash(), reduced, keep })
+        Ok(Plan {
+            net,
+            shapes,
+            ops,
+            sign,
+            costs,
+            moduli,
+            hash: net.hash(),
+            reduced,
+            keep,
+            offload: None,
+            offload_chunk_rows: OFFLOAD_CHUNK_ROWS,
+        })
+    }
+
+    /// Runs the evaluator's dense and convolution layers and non-linear
+    /// layers (as layer-wide projection batches) on `device`; `None`
+    /// restores the CPU path. Results are bit-identical either way. The
+    /// garbler always runs on the CPU: its labels are secret, and device
+    /// memory and the GPU's AES tables are not constant-time or scrubbed
+    /// (`docs/GPU.md`).
+    pub fn set_offload(&mut self, device: Option<OffloadHandle>) {
+        self.offload = device;
+    }
+
+    /// Rows per chunk of a non-linear layer when the evaluator offloads
+    /// (default [`OFFLOAD_CHUNK_ROWS`]; at least one element's rows are
+    /// always taken). Smaller values bound host memory more tightly.
+    pub fn set_offload_chunk_rows(&mut self, rows: usize) {
+        self.offload_chunk_rows = rows;
+    }
+
+    /// The device offloaded to, if any.
+    pub fn offload(&self) -> Option<&OffloadHandle> {
+        self.offload.as_ref()
     }
 
     /// The network.
@@ -532,17 +577,40 @@ fn geometry(
 }
 
 /// Runs linear layer `i` on `x` (either party; `ones[j]` is the digits of
-/// the one-wire label of residue `j` on this party's side).
+/// the one-wire label of residue `j` on this party's side), dense and
+/// convolution layers on `device` when one is given.
 fn linear_layer(
     plan: &Plan,
     i: usize,
     x: CrtTensor,
     acts: &[Option<CrtTensor>],
     ones: &[Vec<u16>],
+    device: Option<&OffloadHandle>,
 ) -> Result<CrtTensor> {
     let layer = &plan.net.layers[i];
     let (in_shape, out_shape) = (&plan.shapes[i], &plan.shapes[i + 1]);
     let base = &plan.net.base;
+    if let Some(device) = device {
+        let geometry = match layer {
+            IntLayer::Dense { inputs, outputs, .. } => Some(dash_gpu::ConvGeometry::dense(*inputs, *outputs)),
+            IntLayer::Conv2d { kernel, stride, padding, .. } => Some(dash_gpu::ConvGeometry {
+                in_channels: in_shape[0],
+                height: in_shape[1],
+                width: in_shape[2],
+                out_channels: out_shape[0],
+                out_height: out_shape[1],
+                out_width: out_shape[2],
+                kernel: *kernel,
+                stride: *stride,
+                pad_top: padding.top,
+                pad_left: padding.left,
+            }),
+            _ => None,
+        };
+        if let Some(g) = geometry {
+            return offload_linear(device, plan, i, &x, ones, &g, out_shape);
+        }
+    }
     Ok(match layer {
         IntLayer::Dense { inputs, .. } => {
             let mut out = CrtTensor::zeros(base, out_shape);
@@ -584,6 +652,106 @@ fn linear_layer(
         }
         _ => bail!("layer {i} is not linear"),
     })
+}
+
+/// A dense or convolution layer on the offload device, every residue at once.
+fn offload_linear(
+    device: &OffloadHandle,
+    plan: &Plan,
+    i: usize,
+    x: &CrtTensor,
+    ones: &[Vec<u16>],
+    g: &dash_gpu::ConvGeometry,
+    out_shape: &[usize],
+) -> Result<CrtTensor> {
+    let mut out = CrtTensor::zeros(&plan.net.base, out_shape);
+    let mut jobs: Vec<dash_gpu::LinearResidue<'_>> = out
+        .residues_mut()
+        .iter_mut()
+        .enumerate()
+        .map(|(j, y)| dash_gpu::LinearResidue {
+            modulus: y.modulus(),
+            x: x.residue(j).digits(),
+            weights: &plan.reduced[i][j].0,
+            bias: &plan.reduced[i][j].1,
+            one: &ones[j],
+            out: y.digits_mut(),
+        })
+        .collect();
+    device.0.linear(g, &mut jobs).with_context(|| format!("layer {i} on {}", device.name()))?;
+    drop(jobs);
+    Ok(out)
+}
+
+/// The evaluator's non-linear layer `i` on the chunk of elements
+/// `first .. first + count` as lanes: every projection of the gadget runs on
+/// the device for the whole chunk at once. Writes element-major `scratch`
+/// like the per-element path.
+#[allow(clippy::too_many_arguments)]
+fn nonlinear_lanes(
+    plan: &Plan,
+    i: usize,
+    x: &CrtTensor,
+    ones: &EngineOnes,
+    first: usize,
+    count: usize,
+    rows: &[Block],
+    scratch: &mut [u16],
+) -> Result<()> {
+    let device = plan.offload.as_ref().context("no offload device")?;
+    let cost = &plan.costs[i];
+    let mut idx = Vec::new();
+    let mut windows: Vec<Vec<usize>> = Vec::new();
+    for e in first..first + count {
+        element_inputs(plan, i, e, &mut idx);
+        if windows.is_empty() {
+            windows = vec![Vec::with_capacity(count); idx.len()];
+        }
+        for (w, &q) in windows.iter_mut().zip(&idx) {
+            w.push(q);
+        }
+    }
+    let xs = windows
+        .iter()
+        .map(|w| {
+            Bundle::from_wires(
+                x.residues()
+                    .iter()
+                    .map(|t| {
+                        LaneWire::new(t.modulus(), w.iter().flat_map(|&q| t.label_digits(q).iter().copied()).collect())
+                    })
+                    .collect::<Result<Vec<_>, Error>>()?,
+            )
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let ct = cost.rows_per_element as usize;
+    let mut ev = LaneEvaluator::new(
+        &*device.0,
+        ones,
+        count,
+        cost.first_gate + first as u64 * cost.gates_per_element,
+        cost.gates_per_element,
+        rows,
+        ct,
+    );
+    let res = match run_op(&plan.ops[i], plan.sign.as_ref(), &mut ev, &xs) {
+        Ok(res) => res,
+        Err(e) => match ev.take_device_error() {
+            Some(d) => bail!("on {}: {d}", device.name()),
+            None => bail!(e),
+        },
+    };
+    ensure!(ev.used() == (cost.gates_per_element, ct), "gadget used an unexpected number of gates or rows");
+    let per = digits_per_element(&plan.net.base);
+    let mut off = 0;
+    for w in res.wires() {
+        let n = w.digits().len() / count;
+        for (e, lane) in w.digits().chunks_exact(n).enumerate() {
+            scratch[e * per + off..e * per + off + n].copy_from_slice(lane);
+        }
+        off += n;
+    }
+    Ok(())
 }
 
 /// Flat input indices of output element `e` of non-linear layer `i`.
@@ -687,7 +855,10 @@ pub fn garble<W: Write, R: CryptoRng + ?Sized>(plan: &Plan, rng: &mut R, out: &m
             acts[i] = Some(x.clone());
         }
         x = match op {
-            Op::Linear => linear_layer(plan, i, x, &acts, &ones).with_context(|| format!("garbling layer {i}"))?,
+            // The garbler stays on the CPU: its labels are secret (docs/GPU.md).
+            Op::Linear => {
+                linear_layer(plan, i, x, &acts, &ones, None).with_context(|| format!("garbling layer {i}"))?
+            }
             _ => {
                 let y =
                     garble_nonlinear(plan, i, &x, &keys, &hash, out).with_context(|| format!("garbling layer {i}"))?;
@@ -904,9 +1075,8 @@ impl<'p, 'n, R: Read> EvaluatorSession<'p, 'n, R> {
                 acts[i] = Some(x.clone());
             }
             x = match op {
-                Op::Linear => {
-                    linear_layer(plan, i, x, &acts, &ones).with_context(|| format!("evaluating layer {i}"))?
-                }
+                Op::Linear => linear_layer(plan, i, x, &acts, &ones, plan.offload.as_ref())
+                    .with_context(|| format!("evaluating layer {i}"))?,
                 _ => self.nonlinear(i, &x, &hash).with_context(|| format!("evaluating layer {i}"))?,
             };
         }
@@ -925,7 +1095,13 @@ impl<'p, 'n, R: Read> EvaluatorSession<'p, 'n, R> {
         let per = digits_per_element(base);
         let elements = cost.elements as usize;
         let mut y = CrtTensor::zeros(base, &plan.shapes[i + 1]);
-        let chunk = elements_per_chunk(cost.rows_per_element);
+        // A device wants wide batches: each of the gadget's projections is one
+        // launch over the chunk's elements.
+        let chunk = if plan.offload.is_some() {
+            (plan.offload_chunk_rows as u64 / cost.rows_per_element.max(1)).max(1) as usize
+        } else {
+            elements_per_chunk(cost.rows_per_element)
+        };
         let mut rows = vec![Block::ZERO; chunk.min(elements) * ct];
         let mut scratch = vec![0u16; chunk.min(elements) * per];
         let op = &plan.ops[i];
@@ -935,6 +1111,11 @@ impl<'p, 'n, R: Read> EvaluatorSession<'p, 'n, R> {
             let count = chunk.min(elements - first);
             let (rows, scratch) = (&mut rows[..count * ct], &mut scratch[..count * per]);
             format::read_rows(&mut self.reader, rows)?;
+            if plan.offload.is_some() {
+                nonlinear_lanes(plan, i, x, ones, first, count, rows, scratch)?;
+                scatter(&mut y, scratch, first, count);
+                continue;
+            }
             let work = |idx: &mut Vec<usize>, k: usize, r: &[Block], s: &mut [u16]| -> Result<()> {
                 let e = first + k;
                 element_inputs(plan, i, e, idx);

@@ -43,11 +43,14 @@ pub struct RunOptions {
     /// Also compute float and quantised accuracy (in plaintext) over every
     /// image of the data set, not only the garbled ones.
     pub plain_all: bool,
+    /// Where linear layers and the evaluator's projection batches run
+    /// (`None`: the CPU). See [`crate::offload::select_device`].
+    pub offload: Option<crate::offload::OffloadHandle>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { quantize: QuantizeOptions::default(), progress: false, plain_all: true }
+        RunOptions { quantize: QuantizeOptions::default(), progress: false, plain_all: true, offload: None }
     }
 }
 
@@ -242,7 +245,8 @@ pub fn run_quantized(
     };
     let plain_seconds = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let plan = Plan::new(&q.network).context("planning the garbled circuit")?;
+    let mut plan = Plan::new(&q.network).context("planning the garbled circuit")?;
+    plan.set_offload(options.offload.clone());
     let quantize_seconds = quantize_seconds + t.elapsed().as_secs_f64();
     let k = q.network.base.len() as u64;
     let n_in = model.input_len() as u64;
@@ -403,7 +407,12 @@ pub fn write_report(report: &Report, out: &mut impl std::io::Write) -> std::io::
 /// what `dashgc demo` runs (plaintext accuracy over all 10,000 images only
 /// with `plain_all`).
 pub fn bundled_demo(images: usize, progress: bool, plain_all: bool) -> Result<Report> {
+    bundled_demo_with(images, &RunOptions { progress, plain_all, ..RunOptions::default() })
+}
+
+/// [`bundled_demo`] with every [`RunOptions`] (e.g. an offload device).
+pub fn bundled_demo_with(images: usize, options: &RunOptions) -> Result<Report> {
     let model = FloatModel::bundled_mlp().context("the bundled model")?;
     let data = crate::mnist::bundled_test_set().context("the bundled MNIST test set")?;
-    run_mnist(&model, &data, Some(images), &RunOptions { progress, plain_all, ..RunOptions::default() })
+    run_mnist(&model, &data, Some(images), options)
 }

@@ -8,6 +8,7 @@
 //! | [`network`] | the integer network (layers, shapes, plaintext twin, model hash) |
 //! | [`tensor`] | label tensors (one modulus, contiguous digits) and CRT tensors |
 //! | [`engine`] | garbling and evaluation of an `IntNetwork`, streamed, on all cores |
+//! | [`offload`] | `--device cpu\|cuda\|auto` and the engine's GPU offload (lane-batched gadgets) |
 //! | [`format`](mod@format) | the versioned binary format of streamed garbled material |
 //! | [`mnist`] | the IDX reader (raw or gzipped) and the bundled MNIST test set |
 //! | [`model`] | float models in the project's JSON format, float reference inference |
@@ -33,6 +34,7 @@ pub mod material;
 pub mod mnist;
 pub mod model;
 pub mod network;
+pub mod offload;
 pub mod quantize;
 pub mod rng;
 pub mod tensor;

@@ -14,7 +14,7 @@
 #![deny(missing_docs)]
 
 use clap::{Args, Parser, Subcommand};
-use dash_host::{bench, demo, inference, mnist, model, quantize, rng};
+use dash_host::{bench, demo, inference, mnist, model, offload, quantize, rng};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -75,6 +75,10 @@ struct RunArgs {
     /// Proven bound on hidden activations after rescaling: 2^BITS.
     #[arg(long, default_value_t = 9)]
     activation_bits: u32,
+    /// Where linear layers and projection batches run: `auto` uses a GPU
+    /// when one is usable and says which it chose.
+    #[arg(long, value_enum, default_value_t = offload::DeviceChoice::Auto)]
+    device: offload::DeviceChoice,
 }
 
 #[derive(Args)]
@@ -99,6 +103,10 @@ struct DemoArgs {
     /// The private input vector, comma-separated (default: random in -9..=9) (--toy).
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     x: Option<Vec<i64>>,
+    /// Where linear layers and projection batches run: `auto` uses a GPU
+    /// when one is usable and says which it chose (not --toy).
+    #[arg(long, value_enum, default_value_t = offload::DeviceChoice::Auto)]
+    device: offload::DeviceChoice,
 }
 
 #[derive(Args)]
@@ -122,7 +130,15 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
             "dashgc demo: private inference of the bundled SecureML MLP (784-128-128-10, ReLU) on the first {} bundled MNIST test images",
             args.images
         );
-        let report = inference::bundled_demo(args.images, true, args.all_plain)?;
+        let device = offload::select_device(args.device);
+        eprintln!("{}", device.message);
+        let options = inference::RunOptions {
+            progress: true,
+            plain_all: args.all_plain,
+            offload: device.offload,
+            ..Default::default()
+        };
+        let report = inference::bundled_demo_with(args.images, &options)?;
         inference::write_report(&report, &mut std::io::stdout().lock())?;
         return Ok(report.garbled_equals_plaintext && report.tamper_rejected);
     }
@@ -145,10 +161,13 @@ fn run_run(args: RunArgs) -> anyhow::Result<bool> {
     };
     let model = model::FloatModel::load(&args.model)?;
     let data = mnist::load(images, labels).context("reading the MNIST files")?;
+    let device = offload::select_device(args.device);
+    eprintln!("{}", device.message);
     let options = inference::RunOptions {
         quantize: quantize::QuantizeOptions { activation_bits: args.activation_bits, ..Default::default() },
         progress: true,
         plain_all: !args.garbled_only,
+        offload: device.offload,
     };
     let report = inference::run_mnist(&model, &data, args.limit, &options)?;
     if args.json {
