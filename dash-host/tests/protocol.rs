@@ -140,9 +140,15 @@ fn material_size_formula_matches_the_garbler() {
 /// and the honest answers it gave before on this connection.
 #[derive(Clone, Debug)]
 enum Cheat {
-    FlipBit { label: usize, bit: u32 },
+    FlipBit {
+        label: usize,
+        bit: u32,
+    },
     /// Label `from` in place of label `to` (another wire's label).
-    OtherWire { from: usize, to: usize },
+    OtherWire {
+        from: usize,
+        to: usize,
+    },
     /// The previous inference's labels under this query's id.
     OtherInference,
     /// The previous answer, byte for byte.

@@ -288,7 +288,8 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<bool> {
     use std::io::Write;
     let (_, q) = quantised(&args.model, args.activation_bits)?;
     let plan = dash_host::engine::Plan::new(&q.network).context("planning the garbled circuit")?;
-    let server = protocol::server::Server::bind(&args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let server =
+        protocol::server::Server::bind(&args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = server.local_addr()?;
     println!("listening on {addr}");
     std::io::stdout().flush()?;

@@ -137,10 +137,8 @@ impl<'p, 'n> Client<'p, 'n> {
     ) -> Result<Self, ProtocolError> {
         let addrs: Vec<_> =
             addr.to_socket_addrs().map_err(|e| ProtocolError::io("resolving the server address", e))?.collect();
-        let mut last = ProtocolError::Io {
-            context: "resolving the server address",
-            source: std::io::Error::other("no address"),
-        };
+        let mut last =
+            ProtocolError::Io { context: "resolving the server address", source: std::io::Error::other("no address") };
         for a in addrs {
             match TcpStream::connect_timeout(&a, config.frame_timeout) {
                 Ok(s) => return Client::over(s, plan, config, rng),
@@ -251,7 +249,8 @@ impl<'p, 'n> Client<'p, 'n> {
         self.rng.fill_bytes(&mut id);
         let bytes = material_bytes(self.plan);
         self.stats.offline_bytes += self.conn.write(&Message::MaterialBegin { id, bytes })? as u64;
-        let mut w = ChunkWriter { conn: &mut self.conn, buf: Vec::with_capacity(MAX_CHUNK_BYTES), written: 0, frame_bytes: 0 };
+        let mut w =
+            ChunkWriter { conn: &mut self.conn, buf: Vec::with_capacity(MAX_CHUNK_BYTES), written: 0, frame_bytes: 0 };
         let garbled = engine::garble(self.plan, &mut self.rng, &mut w);
         let session = match garbled {
             Ok(s) => s,

@@ -219,11 +219,7 @@ pub fn hello_for(plan: &Plan) -> Hello {
 pub fn check_agreement(ours: &Hello, theirs: &Hello) -> Result<(), ProtocolError> {
     let mismatch = |what, o: String, t: String| Err(ProtocolError::Mismatch { what, ours: o, theirs: t });
     if ours.protocol_version != theirs.protocol_version {
-        return mismatch(
-            "protocol version",
-            ours.protocol_version.to_string(),
-            theirs.protocol_version.to_string(),
-        );
+        return mismatch("protocol version", ours.protocol_version.to_string(), theirs.protocol_version.to_string());
     }
     if ours.material_version != theirs.material_version {
         return mismatch(

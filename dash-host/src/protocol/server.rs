@@ -223,7 +223,10 @@ fn session(conn: &mut Conn, plan: &Plan, config: &ServerConfig, spool: &Spool) -
         match m {
             Message::MaterialBegin { id, bytes } => {
                 if current.is_some() {
-                    return Err(ProtocolError::Unexpected { expected: "material-chunk or material-end", got: m.kind() });
+                    return Err(ProtocolError::Unexpected {
+                        expected: "material-chunk or material-end",
+                        got: m.kind(),
+                    });
                 }
                 if !seen.insert(id) {
                     return Err(ProtocolError::CircuitReused(id));
