@@ -161,6 +161,8 @@ enum Cheat {
     Oversized,
     /// One label too few.
     Short,
+    /// One label too many (longer than this model's answer).
+    Long,
     /// Another kind of frame.
     WrongKind,
     /// Never answer.
@@ -228,6 +230,10 @@ fn fake_server(listener: TcpListener, cheat: Cheat, cheat_on: usize) {
                     Cheat::Oversized => vec![MessageKind::Answer.byte(), 0xff, 0xff, 0xff, 0xff],
                     Cheat::Short => {
                         honest.pop();
+                        Message::Answer { id, labels: honest }.to_frame().unwrap()
+                    }
+                    Cheat::Long => {
+                        honest.push(honest[0]);
                         Message::Answer { id, labels: honest }.to_frame().unwrap()
                     }
                     Cheat::WrongKind => Message::MaterialEnd { id }.to_frame().unwrap(),
@@ -352,6 +358,10 @@ fn replayed_misrouted_malformed_and_missing_answers_are_rejected() {
     assert!(matches!(e, ProtocolError::Oversized { .. }), "{e}");
     let e = trial(Cheat::Short, 0, 7401);
     assert!(matches!(e, ProtocolError::WrongSize { .. }), "{e}");
+    // Refused by size: before reading when the answer is longer than an
+    // error frame may be, after reading otherwise (this small model).
+    let e = trial(Cheat::Long, 0, 7404);
+    assert!(matches!(e, ProtocolError::Oversized { .. } | ProtocolError::WrongSize { .. }), "{e}");
     let e = trial(Cheat::WrongKind, 0, 7402);
     assert!(matches!(e, ProtocolError::Unexpected { .. }), "{e}");
     let e = trial(Cheat::Silent, 0, 7403);

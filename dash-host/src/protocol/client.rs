@@ -313,7 +313,9 @@ impl<'p, 'n> Client<'p, 'n> {
         let mut sent = self.conn.write(&Message::Query { id: prepared.id, labels: labels.to_blocks() })? as u64;
         drop(labels);
         self.conn.flush()?;
-        let answer = self.conn.read_within(self.config.answer_timeout)?;
+        // Nothing longer than this model's answer (or an error message) is read.
+        let limit = (super::wire::CIRCUIT_ID_BYTES + output_labels(self.plan) * 16).max(super::wire::MAX_ERROR_BYTES);
+        let answer = self.conn.read_limited(self.config.answer_timeout, limit)?;
         let (id, returned) = match answer {
             Message::Answer { id, labels } => (id, labels),
             Message::Error(s) => return Err(ProtocolError::Remote(s)),

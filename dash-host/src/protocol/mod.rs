@@ -282,8 +282,13 @@ impl Conn {
 
     /// Reads one message, which must have arrived in full within `within`.
     pub fn read_within(&mut self, within: Duration) -> Result<wire::Message, ProtocolError> {
+        self.read_limited(within, usize::MAX)
+    }
+
+    /// [`Conn::read_within`], refusing payloads longer than `limit`.
+    pub fn read_limited(&mut self, within: Duration, limit: usize) -> Result<wire::Message, ProtocolError> {
         self.deadline = Some(Instant::now() + within);
-        let r = wire::read_message(self);
+        let r = wire::read_message_limited(self, limit);
         self.deadline = None;
         r
     }

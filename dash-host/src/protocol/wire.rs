@@ -416,11 +416,20 @@ fn fill<R: Read>(r: &mut R, buf: &mut [u8], what: &'static str) -> Result<bool, 
 /// [`ProtocolError::Truncated`]. Nothing larger than the kind's maximum is
 /// ever allocated.
 pub fn read_message<R: Read>(r: &mut R) -> Result<Message, ProtocolError> {
+    read_message_limited(r, usize::MAX)
+}
+
+/// [`read_message`], refusing any payload longer than `limit` as well
+/// (the reader knows the exact size it expects, e.g. an answer's).
+pub fn read_message_limited<R: Read>(r: &mut R, limit: usize) -> Result<Message, ProtocolError> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
     if !fill(r, &mut header, "a frame header")? {
         return Err(ProtocolError::Closed);
     }
     let (kind, len) = parse_frame_header(header)?;
+    if len > limit {
+        return Err(ProtocolError::Oversized { kind, len: len as u64, max: limit as u64 });
+    }
     let mut payload = vec![0u8; len];
     if !fill(r, &mut payload, "a frame payload")? && len > 0 {
         return Err(ProtocolError::Truncated { context: "a frame payload" });
@@ -502,6 +511,11 @@ mod tests {
         let mut frame = samples()[0].to_frame().unwrap();
         frame[FRAME_HEADER_BYTES] ^= 1;
         assert!(matches!(read_message(&mut frame.as_slice()), Err(ProtocolError::BadMagic)));
+        // A reader's own, tighter limit.
+        let q = samples()[5].to_frame().unwrap();
+        let exact = q.len() - FRAME_HEADER_BYTES;
+        assert!(matches!(read_message_limited(&mut q.as_slice(), exact - 1), Err(ProtocolError::Oversized { .. })));
+        assert_eq!(read_message_limited(&mut q.as_slice(), exact).unwrap(), samples()[5]);
         // Labels that are not whole blocks.
         let mut q = samples()[5].to_frame().unwrap();
         q.pop();
