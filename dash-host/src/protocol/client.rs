@@ -12,10 +12,11 @@ use super::wire::{CircuitId, MAX_CHUNK_BYTES, Message};
 use super::{Conn, ProtocolError, check_agreement, hello_for, material_bytes, output_labels};
 use crate::engine::{self, GarblerSession, Plan};
 use rand_chacha::ChaCha20Rng;
-use rand_core::Rng;
+use rand_core::{Rng, SeedableRng};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 /// Timeouts of a client.
@@ -277,6 +278,53 @@ impl<'p, 'n> Client<'p, 'n> {
         Ok(Prepared { id, session })
     }
 
+    /// Sends one circuit that another thread garbles, piece by piece from
+    /// `pieces`, and queues it.
+    fn prepare_from(&mut self, pieces: &Receiver<Piece>) -> Result<(), ProtocolError> {
+        self.guard()?;
+        let t = Instant::now();
+        let r = self.forward(pieces);
+        match r {
+            Ok(p) => {
+                self.queue.push_back(p);
+                self.stats.circuits += 1;
+                self.stats.offline_seconds += t.elapsed().as_secs_f64();
+                Ok(())
+            }
+            Err(e) => {
+                let e = self.explain(e);
+                self.fail(e)
+            }
+        }
+    }
+
+    fn forward(&mut self, pieces: &Receiver<Piece>) -> Result<Prepared, ProtocolError> {
+        let lost = || ProtocolError::Engine("the garbling thread stopped".into());
+        let Ok(Piece::Begin(id)) = pieces.recv() else { return Err(lost()) };
+        let bytes = material_bytes(self.plan);
+        self.stats.offline_bytes += self.conn.write(&Message::MaterialBegin { id, bytes })? as u64;
+        let mut sent = 0u64;
+        loop {
+            match pieces.recv().map_err(|_| lost())? {
+                Piece::Chunk(c) => {
+                    sent += c.len() as u64;
+                    self.stats.offline_bytes += self.conn.write(&Message::MaterialChunk(c))? as u64;
+                }
+                Piece::End(session) => {
+                    if sent != bytes {
+                        return Err(ProtocolError::Engine(format!(
+                            "garbler wrote {sent} bytes of material, the plan says {bytes}"
+                        )));
+                    }
+                    self.stats.offline_bytes += self.conn.write(&Message::MaterialEnd { id })? as u64;
+                    return Ok(Prepared { id, session });
+                }
+                Piece::Failed(e) => return Err(ProtocolError::Engine(format!("garbling: {e}"))),
+                Piece::Begin(_) => return Err(lost()),
+            }
+        }
+    }
+
     /// One private inference: takes the oldest prepared circuit (garbling
     /// one first if none is queued), sends the input labels, reads the
     /// output labels, and decodes and verifies every one.
@@ -349,6 +397,49 @@ impl<'p, 'n> Client<'p, 'n> {
     }
 }
 
+/// What the garbling thread of [`run_batch`] hands to the sending thread.
+enum Piece {
+    Begin(CircuitId),
+    Chunk(Vec<u8>),
+    End(GarblerSession),
+    Failed(String),
+}
+
+/// Chunks written by the garbler, handed on through a bounded channel.
+struct PieceWriter<'a> {
+    tx: &'a SyncSender<Piece>,
+    buf: Vec<u8>,
+}
+
+impl PieceWriter<'_> {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(MAX_CHUNK_BYTES));
+        self.tx.send(Piece::Chunk(chunk)).map_err(|_| std::io::Error::other("the sending side stopped"))
+    }
+}
+
+impl Write for PieceWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = (MAX_CHUNK_BYTES - self.buf.len()).min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == MAX_CHUNK_BYTES {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// Chunks the garbling thread may run ahead of the socket (memory bound
+/// of the client: this many MiB plus one circuit's keys per queued circuit).
+pub const GARBLE_AHEAD_CHUNKS: usize = 8;
+
 /// Results of [`run_batch`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct BatchResult {
@@ -361,28 +452,63 @@ pub struct BatchResult {
 }
 
 /// Batch mode: keeps up to `queue` circuits garbled and at the server
-/// ahead of the queries, so that each input costs one online round; the
-/// material for input `i + queue` is sent after input `i` is answered.
-/// `each` sees every verified inference as it completes.
+/// ahead of the queries, so that each input costs one online round. A
+/// second thread garbles the next circuits while the rounds run (at most
+/// [`GARBLE_AHEAD_CHUNKS`] chunks ahead of the socket); after input `i` is
+/// answered, the material of input `i + queue` is sent. `each` sees every
+/// verified inference as it completes.
 pub fn run_batch(
     client: &mut Client<'_, '_>,
     inputs: &[Vec<i64>],
     queue: usize,
     mut each: impl FnMut(usize, &Inference),
 ) -> Result<BatchResult, ProtocolError> {
+    client.guard()?;
     let depth = queue.clamp(1, client.max_pending());
-    let mut inferences = Vec::with_capacity(inputs.len());
-    for _ in client.queued()..depth.min(inputs.len()) {
-        client.prepare()?;
-    }
-    for (i, x) in inputs.iter().enumerate() {
-        let inf = client.infer(x)?;
-        each(i, &inf);
-        inferences.push(inf);
-        // Keep the queue full for the inputs still to come.
-        if inputs.len() - i - 1 > client.queued() && client.queued() < depth {
-            client.prepare()?;
+    let to_garble = inputs.len().saturating_sub(client.queued());
+    let mut garbler_rng = ChaCha20Rng::from_rng(&mut client.rng);
+    let plan = client.plan;
+    let (tx, rx) = sync_channel::<Piece>(GARBLE_AHEAD_CHUNKS);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for _ in 0..to_garble {
+                let mut id: CircuitId = [0; 16];
+                garbler_rng.fill_bytes(&mut id);
+                if tx.send(Piece::Begin(id)).is_err() {
+                    return;
+                }
+                let mut w = PieceWriter { tx: &tx, buf: Vec::with_capacity(MAX_CHUNK_BYTES) };
+                let piece = match engine::garble(plan, &mut garbler_rng, &mut w).and_then(|s| {
+                    w.send()?;
+                    Ok(s)
+                }) {
+                    Ok(session) => Piece::End(session),
+                    Err(e) => Piece::Failed(format!("{e:#}")),
+                };
+                let failed = matches!(piece, Piece::Failed(_));
+                if tx.send(piece).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        // Dropping `rx` on every exit path (including errors) stops the
+        // garbling thread at its next send.
+        let rx = rx;
+        let mut inferences = Vec::with_capacity(inputs.len());
+        let mut garbled = 0;
+        while client.queued() < depth.min(inputs.len()) && garbled < to_garble {
+            client.prepare_from(&rx)?;
+            garbled += 1;
         }
-    }
-    Ok(BatchResult { inferences, stats: client.stats.clone(), queue: depth })
+        for (i, x) in inputs.iter().enumerate() {
+            let inf = client.infer(x)?;
+            each(i, &inf);
+            inferences.push(inf);
+            if garbled < to_garble && client.queued() < depth {
+                client.prepare_from(&rx)?;
+                garbled += 1;
+            }
+        }
+        Ok(BatchResult { inferences, stats: client.stats.clone(), queue: depth })
+    })
 }
