@@ -317,7 +317,7 @@ impl<'p, 'n> Client<'p, 'n> {
                         )));
                     }
                     self.stats.offline_bytes += self.conn.write(&Message::MaterialEnd { id })? as u64;
-                    return Ok(Prepared { id, session });
+                    return Ok(Prepared { id, session: *session });
                 }
                 Piece::Failed(e) => return Err(ProtocolError::Engine(format!("garbling: {e}"))),
                 Piece::Begin(_) => return Err(lost()),
@@ -401,7 +401,7 @@ impl<'p, 'n> Client<'p, 'n> {
 enum Piece {
     Begin(CircuitId),
     Chunk(Vec<u8>),
-    End(GarblerSession),
+    End(Box<GarblerSession>),
     Failed(String),
 }
 
@@ -482,7 +482,7 @@ pub fn run_batch(
                     w.send()?;
                     Ok(s)
                 }) {
-                    Ok(session) => Piece::End(session),
+                    Ok(session) => Piece::End(Box::new(session)),
                     Err(e) => Piece::Failed(format!("{e:#}")),
                 };
                 let failed = matches!(piece, Piece::Failed(_));
