@@ -82,7 +82,7 @@ fn honest_server_batch_equals_plaintext_and_online_bytes_are_fixed() {
     let mut r = rng(8);
     let inputs: Vec<Vec<i64>> = (0..12).map(|_| ints(&mut r, 6, -5, 5)).collect();
     let mut seen = Vec::new();
-    let batch = run_batch(&mut client, &inputs, 4, |i, inf| seen.push((i, inf.circuit))).unwrap();
+    let batch = run_batch(&mut client, &inputs, 4, true, |i, inf| seen.push((i, inf.circuit))).unwrap();
     assert_eq!(batch.queue, 4);
     for (x, inf) in inputs.iter().zip(&batch.inferences) {
         assert_eq!(inf.output, net().eval_plain(x).unwrap());
@@ -94,9 +94,16 @@ fn honest_server_batch_equals_plaintext_and_online_bytes_are_fixed() {
     ids.dedup();
     assert_eq!(ids.len(), inputs.len());
     assert_eq!(seen.len(), inputs.len());
+    assert_eq!(batch.stats.circuits, 12);
+    assert_eq!(batch.stats.online_bytes, 12 * protocol::online_bytes(plan()));
+    // The serial variant, on the same connection.
+    let serial = run_batch(&mut client, &inputs[..5], 2, false, |_, _| {}).unwrap();
+    assert_eq!(serial.queue, 2);
+    for (x, inf) in inputs.iter().zip(&serial.inferences) {
+        assert_eq!(inf.output, net().eval_plain(x).unwrap());
+    }
     let stats = client.close().unwrap();
-    assert_eq!(stats.circuits, 12);
-    assert_eq!(stats.online_bytes, 12 * protocol::online_bytes(plan()));
+    assert_eq!(stats.circuits, 17);
     // Online bytes: input and output labels only (6 in, 3 out, 5 residues).
     assert_eq!(protocol::online_bytes(plan()), 2 * (5 + 16) + (6 + 3) * 5 * 16);
 }

@@ -137,6 +137,11 @@ struct QueryArgs {
     /// Circuits garbled and sent ahead of the queries.
     #[arg(long, default_value_t = 4)]
     queue: usize,
+    /// Garble the next circuit between rounds on the main thread instead of
+    /// on a second thread during them: slower overall, but the online
+    /// rounds do not share the cores with garbling (for latency figures).
+    #[arg(long)]
+    serial_offline: bool,
     /// Print one JSON object as the last line of standard output.
     #[arg(long)]
     json: bool,
@@ -362,7 +367,7 @@ fn query(args: QueryArgs) -> anyhow::Result<bool> {
     );
     let mut predictions = Vec::with_capacity(inputs.len());
     let mut equals_plain = true;
-    let batch = run_batch(&mut client, &inputs, args.queue, |i, inf| {
+    let batch = run_batch(&mut client, &inputs, args.queue, !args.serial_offline, |i, inf| {
         let p = model::argmax(&inf.output);
         let plain = q.network.eval_plain(&inputs[i]).ok();
         equals_plain &= plain.as_deref() == Some(inf.output.as_slice());
@@ -403,6 +408,7 @@ fn query(args: QueryArgs) -> anyhow::Result<bool> {
         "offline_bytes_per_image": stats.offline_bytes / n as u64,
         "offline_seconds": stats.offline_seconds,
         "queue": batch.queue,
+        "garbling_overlaps_rounds": !args.serial_offline,
         "model_hash": hex(&plan.model_hash()),
         "crt_moduli": q.primes(),
     });

@@ -457,13 +457,22 @@ pub struct BatchResult {
 /// [`GARBLE_AHEAD_CHUNKS`] chunks ahead of the socket); after input `i` is
 /// answered, the material of input `i + queue` is sent. `each` sees every
 /// verified inference as it completes.
+///
+/// With `overlap` false, the next circuit is garbled on this thread
+/// between rounds instead: slower overall, but the online rounds do not
+/// share the cores with garbling (what to use to measure online latency on
+/// a machine with few cores).
 pub fn run_batch(
     client: &mut Client<'_, '_>,
     inputs: &[Vec<i64>],
     queue: usize,
+    overlap: bool,
     mut each: impl FnMut(usize, &Inference),
 ) -> Result<BatchResult, ProtocolError> {
     client.guard()?;
+    if !overlap {
+        return run_batch_serial(client, inputs, queue, each);
+    }
     let depth = queue.clamp(1, client.max_pending());
     let to_garble = inputs.len().saturating_sub(client.queued());
     let mut garbler_rng = ChaCha20Rng::from_rng(&mut client.rng);
@@ -511,4 +520,26 @@ pub fn run_batch(
         }
         Ok(BatchResult { inferences, stats: client.stats.clone(), queue: depth })
     })
+}
+
+fn run_batch_serial(
+    client: &mut Client<'_, '_>,
+    inputs: &[Vec<i64>],
+    queue: usize,
+    mut each: impl FnMut(usize, &Inference),
+) -> Result<BatchResult, ProtocolError> {
+    let depth = queue.clamp(1, client.max_pending());
+    let mut inferences = Vec::with_capacity(inputs.len());
+    while client.queued() < depth.min(inputs.len()) {
+        client.prepare()?;
+    }
+    for (i, x) in inputs.iter().enumerate() {
+        let inf = client.infer(x)?;
+        each(i, &inf);
+        inferences.push(inf);
+        if inputs.len() - i - 1 > client.queued() && client.queued() < depth {
+            client.prepare()?;
+        }
+    }
+    Ok(BatchResult { inferences, stats: client.stats.clone(), queue: depth })
 }
