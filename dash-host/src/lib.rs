@@ -13,6 +13,7 @@
 //! | [`mnist`] | the IDX reader (raw or gzipped) and the bundled MNIST test set |
 //! | [`model`] | float models in the project's JSON format, float reference inference |
 //! | [`quantize`] | quantisation and range planning: float model to a proven-in-range `IntNetwork` |
+//! | [`protocol`] | the client–server protocol: wire format, `dashgc serve` and `dashgc query` |
 //! | [`inference`] | private MNIST inference end to end: quantise, garble, evaluate, verify, report |
 //! | [`rng`] | the garbler's CSPRNG, seeded from the operating system |
 //! | [`costs`] | the gadget cost table behind `dashgc costs` (from the cost-counting backend) |
@@ -35,6 +36,7 @@ pub mod mnist;
 pub mod model;
 pub mod network;
 pub mod offload;
+pub mod protocol;
 pub mod quantize;
 pub mod rng;
 pub mod tensor;

@@ -7,6 +7,12 @@
 //!   verify, tamper).
 //! * `dashgc run --model FILE --mnist IMAGES LABELS [--limit N] [--json]`:
 //!   the same on a given model file and IDX files.
+//! * `dashgc serve --listen ADDR --model FILE`: the evaluator as a server
+//!   (first line of standard output: `listening on ADDR`).
+//! * `dashgc query --server ADDR --model FILE (--input IMAGE | --mnist
+//!   IMAGES LABELS [--limit N]) [--queue N] [--json]`: the garbler as a
+//!   client: circuits garbled and streamed ahead, one verified online round
+//!   per image.
 //! * `dashgc bench [--quick] [--json]`: single-threaded micro-benchmarks,
 //!   each also given as a ratio to the AES block time of the same run.
 
@@ -14,8 +20,8 @@
 #![deny(missing_docs)]
 
 use clap::{Args, Parser, Subcommand};
-use dash_host::{bench, demo, inference, mnist, model, offload, quantize, rng};
-use std::path::PathBuf;
+use dash_host::{bench, demo, inference, mnist, model, offload, protocol, quantize, rng};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Dash: private CNN inference with arithmetic garbled circuits.
@@ -37,6 +43,13 @@ enum Command {
     Run(RunArgs),
     /// Measure AES, projection gates and CRT addition on one thread.
     Bench(BenchArgs),
+    /// Run the evaluator as a TCP server for one model (the client garbles,
+    /// this side evaluates; it never sees the garbler's keys).
+    Serve(ServeArgs),
+    /// Private inference against a `dashgc serve` server: garble and stream
+    /// circuits ahead (offline), then one round per image, every output
+    /// label verified.
+    Query(QueryArgs),
     /// Print what each gadget costs (ciphertexts, bytes, moduli), counted by
     /// running it on the cost-counting backend.
     Costs(CostsArgs),
@@ -79,6 +92,70 @@ struct RunArgs {
     /// when one is usable and says which it chose.
     #[arg(long, value_enum, default_value_t = offload::DeviceChoice::Auto)]
     device: offload::DeviceChoice,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0: any free port; the first line of
+    /// standard output says which).
+    #[arg(long)]
+    listen: String,
+    /// Model file (quantised exactly as `dashgc run` does).
+    #[arg(long)]
+    model: PathBuf,
+    /// Proven bound on hidden activations after rescaling: 2^BITS (must
+    /// match the client's).
+    #[arg(long, default_value_t = 9)]
+    activation_bits: u32,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 16)]
+    max_connections: usize,
+    /// Circuits one connection may send ahead.
+    #[arg(long, default_value_t = 16)]
+    max_pending: usize,
+    /// Garbled material held over all connections, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    max_spool_mib: u64,
+    /// Seconds a frame may take to arrive (and the longest silence).
+    #[arg(long, default_value_t = 60)]
+    timeout_secs: u64,
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    /// The server's address.
+    #[arg(long)]
+    server: String,
+    /// Model file (the server must hold the same model: both compare hashes).
+    #[arg(long)]
+    model: PathBuf,
+    /// One image: raw bytes (one per pixel), PGM or PNG.
+    #[arg(long, conflicts_with = "mnist", required_unless_present = "mnist")]
+    input: Option<PathBuf>,
+    /// MNIST image and label files (IDX, raw or gzipped).
+    #[arg(long, num_args = 2, value_names = ["IMAGES", "LABELS"])]
+    mnist: Option<Vec<PathBuf>>,
+    /// Only the first N images of --mnist.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Circuits garbled and sent ahead of the queries.
+    #[arg(long, default_value_t = 4)]
+    queue: usize,
+    /// Garble the next circuit between rounds on the main thread instead of
+    /// on a second thread during them: slower overall, but the online
+    /// rounds do not share the cores with garbling (for latency figures).
+    #[arg(long)]
+    serial_offline: bool,
+    /// Print one JSON object as the last line of standard output.
+    #[arg(long)]
+    json: bool,
+    /// Proven bound on hidden activations after rescaling: 2^BITS (must
+    /// match the server's).
+    #[arg(long, default_value_t = 9)]
+    activation_bits: u32,
+    /// Seconds to wait for a frame (an answer may take up to ten times this).
+    #[arg(long, default_value_t = 60)]
+    timeout_secs: u64,
 }
 
 #[derive(Args)]
@@ -218,6 +295,164 @@ fn run_costs(args: CostsArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+fn quantised(path: &Path, activation_bits: u32) -> anyhow::Result<(model::FloatModel, quantize::Quantized)> {
+    use anyhow::Context;
+    let model = model::FloatModel::load(path)?;
+    let options = quantize::QuantizeOptions { activation_bits, ..Default::default() };
+    let q = quantize::quantize(&model, &options).context("quantisation")?;
+    Ok((model, q))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn run_serve(args: ServeArgs) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    use std::io::Write;
+    let (_, q) = quantised(&args.model, args.activation_bits)?;
+    let plan = dash_host::engine::Plan::new(&q.network).context("planning the garbled circuit")?;
+    let server =
+        protocol::server::Server::bind(&args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = server.local_addr()?;
+    println!("listening on {addr}");
+    std::io::stdout().flush()?;
+    eprintln!(
+        "dashgc serve: model {} (hash {}), CRT base {:?}, {} bytes of material per circuit, {} online bytes per inference",
+        args.model.display(),
+        hex(&plan.model_hash()),
+        q.primes(),
+        protocol::material_bytes(&plan),
+        protocol::online_bytes(&plan)
+    );
+    let config = protocol::server::ServerConfig {
+        max_connections: args.max_connections.max(1),
+        max_pending: args.max_pending.max(1),
+        max_spool_bytes: args.max_spool_mib.saturating_mul(1 << 20),
+        frame_timeout: std::time::Duration::from_secs(args.timeout_secs.max(1)),
+        ..Default::default()
+    };
+    server.serve(&plan, &config)
+}
+
+fn run_query(args: QueryArgs) -> anyhow::Result<bool> {
+    let json = args.json;
+    match query(args) {
+        Ok(ok) => Ok(ok),
+        Err(e) if json => {
+            eprintln!("error: {e:#}");
+            println!("{}", serde_json::json!({ "verified": false, "error": format!("{e:#}") }));
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn query(args: QueryArgs) -> anyhow::Result<bool> {
+    use anyhow::{Context, ensure};
+    use protocol::client::{Client, ClientConfig, run_batch};
+    let (model, q) = quantised(&args.model, args.activation_bits)?;
+    let plan = dash_host::engine::Plan::new(&q.network).context("planning the garbled circuit")?;
+    let (images, labels): (Vec<Vec<u8>>, Option<Vec<u8>>) = match (&args.input, &args.mnist) {
+        (Some(path), _) => (vec![protocol::input::load_image(path, model.input_len())?], None),
+        (None, Some(files)) => {
+            let [im, lb] = files.as_slice() else { anyhow::bail!("--mnist takes two files: IMAGES LABELS") };
+            let mut data = mnist::load(im, lb).context("reading the MNIST files")?;
+            if let Some(n) = args.limit {
+                data.truncate(n);
+            }
+            ensure!(!data.is_empty(), "no images to query");
+            ensure!(
+                data.images.pixels_per_image() == model.input_len(),
+                "images have {} pixels, the model takes {} inputs",
+                data.images.pixels_per_image(),
+                model.input_len()
+            );
+            (data.images.iter().map(<[u8]>::to_vec).collect(), Some(data.labels.clone()))
+        }
+        (None, None) => anyhow::bail!("give --input FILE or --mnist IMAGES LABELS"),
+    };
+    let inputs: Vec<Vec<i64>> = images.iter().map(|im| im.iter().map(|&p| p as i64).collect()).collect();
+    let timeout = std::time::Duration::from_secs(args.timeout_secs.max(1));
+    let config = ClientConfig { frame_timeout: timeout, answer_timeout: timeout * 10 };
+    let mut client = Client::connect(&args.server, &plan, config, rng::os_seeded()?)
+        .with_context(|| format!("connecting to {}", args.server))?;
+    eprintln!(
+        "dashgc query: agreed with {} on model hash {}; {} images, {} circuits queued ahead",
+        args.server,
+        hex(&plan.model_hash()),
+        inputs.len(),
+        args.queue.clamp(1, client.max_pending())
+    );
+    let mut predictions = Vec::with_capacity(inputs.len());
+    let mut equals_plain = true;
+    let batch = run_batch(&mut client, &inputs, args.queue, !args.serial_offline, |i, inf| {
+        let p = model::argmax(&inf.output);
+        let plain = q.network.eval_plain(&inputs[i]).ok();
+        equals_plain &= plain.as_deref() == Some(inf.output.as_slice());
+        let label = labels.as_ref().map(|l| format!("label {}  ", l[i])).unwrap_or_default();
+        let line = format!(
+            "image {i:>5}  {label}prediction {p}  verified  online {:.2} ms, {} bytes",
+            inf.online_seconds * 1e3,
+            inf.online_bytes
+        );
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+        predictions.push(p);
+    })?;
+    let stats = client.close()?;
+    let n = predictions.len();
+    let accuracy = labels
+        .as_ref()
+        .map(|l| predictions.iter().zip(l).filter(|(p, l)| **p == **l as usize).count() as f64 / n as f64);
+    let mut ms: Vec<f64> = batch.inferences.iter().map(|i| i.online_seconds * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let median_ms = ms[ms.len() / 2];
+    let summary = serde_json::json!({
+        "images": n,
+        "accuracy": accuracy,
+        "predictions": predictions,
+        "labels": labels.as_ref().map(|l| l.iter().map(|&x| x as usize).collect::<Vec<_>>()),
+        "verified": stats.inferences as usize == n,
+        "equals_plaintext": equals_plain,
+        "online_bytes": stats.online_bytes,
+        "online_bytes_per_image": stats.online_bytes / n as u64,
+        "online_seconds": stats.online_seconds,
+        "online_ms_mean": 1e3 * stats.online_seconds / n as f64,
+        "online_ms_median": median_ms,
+        "offline_bytes": stats.offline_bytes,
+        "offline_bytes_per_image": stats.offline_bytes / n as u64,
+        "offline_seconds": stats.offline_seconds,
+        "queue": batch.queue,
+        "garbling_overlaps_rounds": !args.serial_offline,
+        "model_hash": hex(&plan.model_hash()),
+        "crt_moduli": q.primes(),
+    });
+    let report = format!(
+        "{n} images, every output label verified{}; online: {} bytes per image ({} in all), {:.2} ms mean, {:.2} ms median per round; offline: {:.2} MB per image, {:.3} s garbling and streaming",
+        accuracy.map(|a| format!(", accuracy {:.2}%", 100.0 * a)).unwrap_or_default(),
+        stats.online_bytes / n as u64,
+        stats.online_bytes,
+        1e3 * stats.online_seconds / n as f64,
+        median_ms,
+        stats.offline_bytes as f64 / n as f64 / 1e6,
+        stats.offline_seconds
+    );
+    if args.json {
+        eprintln!("{report}");
+        println!("{summary}");
+    } else {
+        println!("{report}");
+        if !equals_plain {
+            println!("WARNING: a verified output differs from the plaintext integer network");
+        }
+    }
+    Ok(equals_plain)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -225,6 +460,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run_run(args),
         Command::Bench(args) => run_bench(args),
         Command::Costs(args) => run_costs(args),
+        Command::Serve(args) => run_serve(args),
+        Command::Query(args) => run_query(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
