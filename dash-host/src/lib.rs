@@ -10,7 +10,8 @@
 //! | [`engine`] | garbling and evaluation of an `IntNetwork`, streamed, on all cores |
 //! | [`format`](mod@format) | the versioned binary format of streamed garbled material |
 //! | [`mnist`] | the IDX reader (raw or gzipped) and the bundled MNIST test set |
-//! | [`model`] | float models in the project's JSON format, float reference inference |
+//! | [`model`] | float models (JSON format, conv/pool/BN/residual graph), float reference inference |
+//! | [`onnx`] | ONNX import to a float model |
 //! | [`quantize`] | quantisation and range planning: float model to a proven-in-range `IntNetwork` |
 //! | [`inference`] | private MNIST inference end to end: quantise, garble, evaluate, verify, report |
 //! | [`rng`] | the garbler's CSPRNG, seeded from the operating system |
@@ -33,6 +34,7 @@ pub mod material;
 pub mod mnist;
 pub mod model;
 pub mod network;
+pub mod onnx;
 pub mod quantize;
 pub mod rng;
 pub mod tensor;
