@@ -253,6 +253,32 @@ fn gemm_attribute_combinations_and_opsets() {
     }
 }
 
+/// `transA = 1` on an activation reshaped to a `[K, 1]` column.
+#[test]
+fn gemm_trans_a_on_a_column() {
+    let mut rng = Rng(8);
+    for opset in [9, 13, 21] {
+        let b = rng.v(12);
+        let g = G::new(opset, &[1, 4])
+            .init(itensor("col", &[2], &[4, 1]))
+            .init(ftensor("B", &[3, 4], &b))
+            .init(ftensor("C", &[1, 3], &[0.5, -0.5, 0.25]))
+            .n(node("Reshape", "col", &["x", "col"], &["xc"], vec![]))
+            .n(node("Gemm", "fc", &["xc", "B", "C"], &["y"], vec![ai("transA", 1), ai("transB", 1), af("alpha", 2.0)]));
+        let m = g.import();
+        let x = input(&mut rng, 4);
+        let want = gemm_ref(&x, &b, [3, 4], true, 2.0, 1.0, &[0.5, -0.5, 0.25]);
+        close(&m.infer_float(&x).unwrap(), &want);
+    }
+    // A [4, 1] column without transA is not one image's row.
+    let g = G::new(13, &[1, 4])
+        .init(itensor("col", &[2], &[4, 1]))
+        .init(ftensor("B", &[1, 3], &[1.0; 3]))
+        .n(node("Reshape", "col", &["x", "col"], &["xc"], vec![]))
+        .n(node("Gemm", "fc", &["xc", "B"], &["y"], vec![]));
+    assert!(g.import_err().contains("row"), "{}", g.import_err());
+}
+
 #[test]
 fn matmul_plus_add_and_nchw_reshape_before_dense() {
     let mut rng = Rng(11);
@@ -742,5 +768,61 @@ fn truncated_and_corrupted_bytes_never_panic() {
             b[i] = (rng.f().abs() * 255.0) as u8;
         }
         let _ = import_bytes(&b, &opts);
+    }
+}
+
+/// Writes the models of these tests as a fuzzing seed corpus:
+/// `ONNX_SEED_DIR=fuzz/corpus/onnx_import cargo test -p dash-host --test
+/// onnx_import -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let Ok(dir) = std::env::var("ONNX_SEED_DIR") else { return };
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = Rng(31);
+    let seeds = vec![
+        ("conv_relu_reshape_matmul", small_valid()),
+        ("residual", residual_graph(&mut rng, false).0),
+        ("residual_reversed", residual_graph(&mut rng, true).0),
+        (
+            "gemm_bn",
+            G::new(9, &[-1, 4])
+                .init(ftensor("W", &[3, 4], &rng.v(12)))
+                .init(ftensor("C", &[3], &rng.v(3)))
+                .init(ftensor("g", &[3], &[1.0, 2.0, 3.0]))
+                .init(ftensor("b", &[3], &[0.0, 0.5, 1.0]))
+                .init(ftensor("mu", &[3], &[0.0, 0.1, 0.2]))
+                .init(ftensor("var", &[3], &[1.0, 1.0, 2.0]))
+                .n(node("Gemm", "fc", &["x", "W", "C"], &["h"], vec![ai("transB", 1), af("alpha", 0.5)]))
+                .n(node("BatchNormalization", "bn", &["h", "g", "b", "mu", "var"], &["hb"], vec![]))
+                .n(node("Tanh", "t", &["hb"], &["y"], vec![])),
+        ),
+        (
+            "pools_sign",
+            G::new(12, &[1, 2, 6, 6])
+                .init(ftensor("W", &[2, 2, 3, 3], &rng.v(36)))
+                .n(node("Conv", "c", &["x", "W"], &["a"], vec![astr("auto_pad", "SAME_LOWER"), ais("strides", &[2, 1])]))
+                .n(node("MaxPool", "mp", &["a"], &["m", "i"], vec![ais("kernel_shape", &[2, 2])]))
+                .n(node("Sign", "s", &["m"], &["sg"], vec![]))
+                .n(node("AveragePool", "ap", &["sg"], &["p"], vec![ais("kernel_shape", &[2, 2]), ais("strides", &[1, 2])]))
+                .n(node("GlobalAveragePool", "gap", &["p"], &["y"], vec![])),
+        ),
+        (
+            "shape_plumbing",
+            G::new(11, &[1, 2, 2, 2])
+                .init(ftensor("W", &[8, 2], &rng.v(16)))
+                .init(itensor("idx0", &[], &[0]))
+                .n(node("Shape", "shape", &["x"], &["s"], vec![]))
+                .n(node("Gather", "g", &["s", "idx0"], &["n"], vec![ai("axis", 0)]))
+                .n(node("Unsqueeze", "u", &["n"], &["n1"], vec![ais("axes", &[0])]))
+                .n(node("Constant", "m1", &[], &["m"], vec![at("value", itensor("", &[1], &[-1]))]))
+                .n(node("Concat", "cat", &["n1", "m"], &["t"], vec![ai("axis", 0)]))
+                .n(node("Reshape", "r", &["x", "t"], &["f"], vec![]))
+                .n(node("MatMul", "mm", &["f", "W"], &["y"], vec![])),
+        ),
+    ];
+    for (name, g) in seeds {
+        import_bytes(&g.bytes(), &ImportOptions { tanh_as_sign: true, ..Default::default() }).unwrap();
+        std::fs::write(format!("{dir}/{name}.onnx"), g.bytes()).unwrap();
     }
 }

@@ -345,6 +345,10 @@ struct Importer<'a> {
     values: HashMap<&'a str, Value>,
     /// Shape of every activation without the batch dimension.
     shapes: Vec<Vec<usize>>,
+    /// ONNX shape of every activation: `[1, …shape]`, except after a
+    /// `Reshape` whose target does not start with the batch (one image:
+    /// the same values, e.g. a `[K, 1]` column for `Gemm` with `transA`).
+    full_shapes: Vec<Vec<usize>>,
     layers: Vec<FloatLayer>,
     /// How many node inputs (plus graph outputs) name each tensor.
     consumers: HashMap<&'a str, usize>,
@@ -520,6 +524,7 @@ impl<'a> Importer<'a> {
             options,
             values: HashMap::new(),
             shapes: Vec::new(),
+            full_shapes: Vec::new(),
             layers: Vec::new(),
             consumers: HashMap::new(),
             aliases: Vec::new(),
@@ -553,6 +558,7 @@ impl<'a> Importer<'a> {
         ensure!(!input.name.is_empty(), "the graph input has no name");
         let shape = Self::input_shape(input).with_context(|| format!("graph input {:?}", input.name))?;
         imp.values.insert(&input.name, Value::Act(0));
+        imp.full_shapes.push([&[1], shape.as_slice()].concat());
         imp.shapes.push(shape);
         imp.aliases.push(1);
         Ok(imp)
@@ -735,9 +741,7 @@ impl<'a> Importer<'a> {
 
     /// ONNX shape (with the batch dimension) of activation `a`.
     fn full_shape(&self, a: usize) -> Vec<usize> {
-        let mut s = vec![1];
-        s.extend(&self.shapes[a]);
-        s
+        self.full_shapes[a].clone()
     }
 
     fn set_output(&mut self, node: &'a NodeProto, k: usize, v: Value) -> Result<()> {
@@ -766,6 +770,7 @@ impl<'a> Importer<'a> {
         ensure!(self.layers.len() < MAX_LAYERS, "more than {MAX_LAYERS} layers");
         ensure!(elements(&shape)? <= MAX_ACTIVATION, "activation shape {shape:?} too large");
         self.layers.push(layer);
+        self.full_shapes.push([&[1], shape.as_slice()].concat());
         self.shapes.push(shape);
         self.aliases.push(0);
         let a = self.shapes.len() - 1;
@@ -940,7 +945,10 @@ impl<'a> Importer<'a> {
                 let a = self.head(node, 0)?;
                 let b = self.const_input(node, 1, "B")?;
                 let full = self.full_shape(a);
-                ensure!(full.len() == 2, "MatMul of an activation of shape {full:?} (only [1, K] is supported)");
+                ensure!(
+                    full.len() == 2 && full[0] == 1,
+                    "MatMul of an activation of shape {full:?} (only [1, K] is supported)"
+                );
                 let &[k, n] = b.dims.as_slice() else { bail!("B must be a matrix, got shape {:?}", b.dims) };
                 ensure!(k == full[1], "B has {k} rows, the input has {} columns", full[1]);
                 let bv = b.floats();
@@ -1052,9 +1060,13 @@ impl<'a> Importer<'a> {
                 self.head(node, 0)?;
                 // [1, …] keeps the batch; a target without it (possible with
                 // one image) is the same values.
-                let shape = if dims.len() >= 2 && dims[0] == 1 { dims[1..].to_vec() } else { dims };
+                let shape = if dims.len() >= 2 && dims[0] == 1 { dims[1..].to_vec() } else { dims.clone() };
                 ensure!(shape.len() <= 4, "reshape to rank {} is not supported", shape.len() + 1);
-                self.push(node, FloatLayer::Reshape { shape: shape.clone() }, shape)
+                self.push(node, FloatLayer::Reshape { shape: shape.clone() }, shape)?;
+                if let Some(last) = self.full_shapes.last_mut() {
+                    *last = dims;
+                }
+                Ok(())
             }
         }
     }
@@ -1094,11 +1106,12 @@ impl<'a> Importer<'a> {
         let a = self.head(node, 0)?;
         let full = self.full_shape(a);
         ensure!(full.len() == 2, "Gemm of an activation of shape {full:?} (needs rank 2; Flatten first)");
-        // Aᵀ of a [1, K] activation is [K, 1]: a product only when K = 1.
+        // One row of A (or of Aᵀ with transA: a [K, 1] column) per image.
         let k = if ta {
-            ensure!(full[1] == 1, "transA = 1 on an activation of shape {full:?} mixes the batch dimension");
-            1
+            ensure!(full[1] == 1, "transA = 1 needs a [K, 1] column (one image), got {full:?}");
+            full[0]
         } else {
+            ensure!(full[0] == 1, "Gemm needs a [1, K] row (one image), got {full:?}");
             full[1]
         };
         let b = self.const_input(node, 1, "B")?;
