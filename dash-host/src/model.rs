@@ -312,11 +312,9 @@ impl FloatModel {
         }
         let file: ModelFile = serde_json::from_str(text).context("malformed model file")?;
         if file.version == 1
-            && let Some((i, l)) = file
-                .layers
-                .iter()
-                .enumerate()
-                .find(|(_, l)| !matches!(l, FloatLayer::Dense { .. } | FloatLayer::Relu | FloatLayer::Sign | FloatLayer::Flatten))
+            && let Some((i, l)) = file.layers.iter().enumerate().find(|(_, l)| {
+                !matches!(l, FloatLayer::Dense { .. } | FloatLayer::Relu | FloatLayer::Sign | FloatLayer::Flatten)
+            })
         {
             bail!("layer {i} ({}) needs model format version 2", l.name());
         }
@@ -460,11 +458,7 @@ impl FloatModel {
                     }
                     count_params(4 * c)?;
                     check_params(gamma.iter().chain(beta).chain(mean).chain(var).chain([epsilon]), &ctx)?;
-                    ensure!(
-                        var.iter().all(|v| v + epsilon > 0.0),
-                        "{}: var + epsilon must be positive",
-                        ctx()
-                    );
+                    ensure!(var.iter().all(|v| v + epsilon > 0.0), "{}: var + epsilon must be positive", ctx());
                     s.clone()
                 }
                 FloatLayer::Relu | FloatLayer::Sign => s.clone(),
@@ -583,7 +577,8 @@ impl FloatModel {
                     for (oc, &b) in bias.iter().enumerate() {
                         for r in 0..oh {
                             for c in 0..ow {
-                                let taps = conv_taps([*in_channels, h, w], *kernel, *stride, layer.padding(), oc, [r, c]);
+                                let taps =
+                                    conv_taps([*in_channels, h, w], *kernel, *stride, layer.padding(), oc, [r, c]);
                                 y.push(taps.fold(b, |acc, (wi, xi)| acc + weights[wi] * x[xi]));
                             }
                         }
@@ -599,7 +594,8 @@ impl FloatModel {
                         for r in 0..oh {
                             for c in 0..ow {
                                 let win = (0..kernel[0]).flat_map(|dy| {
-                                    (0..kernel[1]).map(move |dx| x[(ch * h + r * stride[0] + dy) * w + c * stride[1] + dx])
+                                    (0..kernel[1])
+                                        .map(move |dx| x[(ch * h + r * stride[0] + dy) * w + c * stride[1] + dx])
                                 });
                                 y.push(if avg { win.sum::<f64>() / n } else { win.fold(f64::NEG_INFINITY, f64::max) });
                             }

@@ -1,4 +1,5 @@
-//! Quantisation and range planning: from a [`FloatModel`] and its declared
+//! Quantisation and range planning: from a [`FloatModel`] (dense,
+//! convolution, pooling, batch-norm, residual layers) and its declared
 //! integer input range to an [`IntNetwork`] on the smallest CRT base for
 //! which **no value of the integer network can leave `[-Q/2, Q/2)` for any
 //! input in the declared range**, proved by interval arithmetic.
@@ -23,6 +24,26 @@
 //! the next layer has scale `S·a/d`. A dense layer followed by `sign` needs
 //! no division (the sign ignores positive scales); the last layer's
 //! outputs are decoded as they are and the class is their arg-max.
+//!
+//! # Convolutions, pooling and residual adds
+//!
+//! A convolution is quantised like a dense layer (`round(a·W)`, bias
+//! `round(a·S·b)`, the same search for `a`). A linear layer is divided
+//! after whenever another linear layer or a residual add follows before any
+//! sign or the end of the network, so the division may precede max pooling,
+//! flattening or ReLU alike. Max pooling, ReLU, flatten and reshape keep
+//! the scale. **Average pooling** is an integer `SumPool`: the sum of `n`
+//! values at scale `S` is the mean at scale `n·S`, so the `1/n` lives in
+//! the scale and costs nothing. Batch normalisations are folded into the
+//! preceding layer first ([`FloatModel::fold_batch_norms`]).
+//!
+//! A **residual add** needs both summands on one scale `T` (the skip
+//! source's). The last linear layer of the branch then does not search for
+//! `a`: for each candidate divisor `d` (1 or a product of base primes) it
+//! takes `a = T·d/S` (divided by the sizes of any average pools on the way),
+//! and keeps the largest `d` whose outputs still fit — the most weight
+//! precision the base allows. The add's result is proven in range like
+//! every other value.
 //!
 //! # Interval proof
 //!
@@ -242,22 +263,31 @@ struct LinearPlan {
     /// activation it adds, and the product of the average-pool sizes between
     /// this layer and the add (the summands must share one scale).
     residual: Option<(usize, f64)>,
+    /// A ReLU comes before the next linear layer or add: only the upper
+    /// bound of the outputs matters for the activations handed on.
+    relu_follows: bool,
 }
 
 fn plan_linear(model: &FloatModel, i: usize) -> LinearPlan {
     let mut growth = 1.0;
+    let mut relu_follows = false;
     for layer in &model.layers[i + 1..] {
         match layer {
-            FloatLayer::Dense { .. } | FloatLayer::Conv2d { .. } => return LinearPlan { divide: true, residual: None },
-            FloatLayer::Sign => return LinearPlan { divide: false, residual: None },
-            FloatLayer::ResidualAdd { from } if *from <= i => {
-                return LinearPlan { divide: true, residual: Some((*from, growth)) };
+            FloatLayer::Dense { .. } | FloatLayer::Conv2d { .. } => {
+                return LinearPlan { divide: true, residual: None, relu_follows };
             }
+            FloatLayer::Sign => return LinearPlan { divide: false, residual: None, relu_follows },
+            FloatLayer::ResidualAdd { from } if *from <= i => {
+                return LinearPlan { divide: true, residual: Some((*from, growth)), relu_follows };
+            }
+            // An add inside the segment sees the values before any ReLU.
+            FloatLayer::ResidualAdd { .. } => relu_follows = false,
             FloatLayer::AvgPool { kernel, .. } => growth *= (kernel[0] * kernel[1]) as f64,
+            FloatLayer::Relu => relu_follows = true,
             _ => {}
         }
     }
-    LinearPlan { divide: false, residual: None }
+    LinearPlan { divide: false, residual: None, relu_follows }
 }
 
 /// The integer network being built, with the proven bounds, shape and scale
@@ -363,7 +393,8 @@ pub fn quantize_on(model: &FloatModel, options: &QuantizeOptions, base: &CrtBase
             }
             FloatLayer::BatchNorm { .. } => bail!("internal: batch normalisation left after folding"),
             FloatLayer::Dense { .. } | FloatLayer::Conv2d { .. } => {
-                let choice = quantize_linear(&mut b, model, i, layer, out_shape, options, &all_divisors, &float_to_int)?;
+                let choice =
+                    quantize_linear(&mut b, model, i, layer, out_shape, options, &all_divisors, &float_to_int)?;
                 dense.push(choice);
             }
         }
@@ -413,12 +444,15 @@ fn quantize_linear(
         // weight precision.
         let target = b.scales[float_to_int[from]] / growth;
         let mut best = None;
+        // Outputs grow with d (a is proportional to it): stop at the first
+        // divisor that no longer fits.
         for d in std::iter::once(1u64).chain(all_divisors.iter().copied()) {
             let a = target * d as f64 / scale;
             let slack = (d / 2) as i128;
-            if fits_with(a, slack) {
-                best = Some((d, a));
+            if !fits_with(a, slack) {
+                break;
             }
+            best = Some((d, a));
         }
         let (d, a) = best.with_context(|| format!("{}: no divisor fits the residual branch on this base", ctx()))?;
         let offset = (d / 2) as i64;
@@ -458,7 +492,7 @@ fn quantize_linear(
                 } else {
                     hi = mid
                 }
-                if hi / lo < 1.0 + 1e-9 {
+                if hi / lo < 1.0 + 1e-7 {
                     break;
                 }
             }
@@ -466,7 +500,8 @@ fn quantize_linear(
             let (_, out) = bounds_for(a, 0)?;
             // 2. The division after a hidden layer.
             let divisor = if plan.divide {
-                let top = out.iter().map(|iv| iv.hi.max(-iv.lo)).max().unwrap_or(0).max(1);
+                let reach = |iv: &Interval| if plan.relu_follows { iv.hi } else { iv.hi.max(-iv.lo) };
+                let top = out.iter().map(reach).max().unwrap_or(0).max(1);
                 choose_divisor(base, all_divisors, top, options.activation_bits).with_context(|| {
                     format!("{}: no divisor brings {top} below 2^{}", ctx(), options.activation_bits)
                 })?
@@ -558,7 +593,12 @@ pub fn interval_bounds(net: &IntNetwork, input: Interval) -> Result<Vec<Vec<Inte
 /// Proven interval of every output element of one layer, from the proven
 /// intervals of the activations before it (`acts`, the last one is the
 /// layer's input). Shapes are the layer's input and output shapes.
-fn layer_bounds(layer: &IntLayer, in_shape: &[usize], out_shape: &[usize], acts: &[Vec<Interval>]) -> Result<Vec<Interval>> {
+fn layer_bounds(
+    layer: &IntLayer,
+    in_shape: &[usize],
+    out_shape: &[usize],
+    acts: &[Vec<Interval>],
+) -> Result<Vec<Interval>> {
     let x = acts.last().context("no input activation")?;
     Ok(match layer {
         IntLayer::Dense { inputs, weights, bias, .. } => {
@@ -605,10 +645,9 @@ fn layer_bounds(layer: &IntLayer, in_shape: &[usize], out_shape: &[usize], acts:
         }
         IntLayer::Relu => x.iter().map(|v| Interval::new(v.lo.max(0), v.hi.max(0))).collect(),
         IntLayer::Sign => x.iter().map(|_| Interval::new(-1, 1)).collect(),
-        IntLayer::Rescale { divisor, rounding } => x
-            .iter()
-            .map(|v| Interval::new(rounding.divide(v.lo, *divisor), rounding.divide(v.hi, *divisor)))
-            .collect(),
+        IntLayer::Rescale { divisor, rounding } => {
+            x.iter().map(|v| Interval::new(rounding.divide(v.lo, *divisor), rounding.divide(v.hi, *divisor))).collect()
+        }
         IntLayer::Flatten | IntLayer::Reshape { .. } => x.clone(),
         IntLayer::ResidualAdd { from } => {
             let other = acts.get(*from).with_context(|| format!("no activation {from}"))?;

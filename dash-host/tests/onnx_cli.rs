@@ -20,7 +20,8 @@ fn ftensor(name: &str, dims: &[i64], data: &[f64]) -> TensorProto {
 }
 
 fn vi(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims.iter().map(|&d| Dimension { value: Some(DimensionValue::DimValue(d)), ..Default::default() }).collect();
+    let dim =
+        dims.iter().map(|&d| Dimension { value: Some(DimensionValue::DimValue(d)), ..Default::default() }).collect();
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
@@ -52,14 +53,20 @@ fn to_onnx(m: &FloatModel, matmul: bool) -> Vec<u8> {
                 let (w, b) = (format!("w{i}"), format!("b{i}"));
                 inits.push(ftensor(&b, &[*outputs as i64], bias));
                 if matmul {
-                    let wt: Vec<f64> = (0..*inputs).flat_map(|k| (0..*outputs).map(move |o| weights[o * inputs + k])).collect();
+                    let wt: Vec<f64> =
+                        (0..*inputs).flat_map(|k| (0..*outputs).map(move |o| weights[o * inputs + k])).collect();
                     inits.push(ftensor(&w, &[*inputs as i64, *outputs as i64], &wt));
                     let mm = format!("mm{i}");
                     nodes.push(node("MatMul", vec![cur.clone(), w], &mm, vec![]));
                     nodes.push(node("Add", vec![mm, b], &out, vec![]));
                 } else {
                     inits.push(ftensor(&w, &[*outputs as i64, *inputs as i64], weights));
-                    let t = AttributeProto { name: "transB".into(), r#type: attribute_type::INT, i: 1, ..Default::default() };
+                    let t = AttributeProto {
+                        name: "transB".into(),
+                        r#type: attribute_type::INT,
+                        i: 1,
+                        ..Default::default()
+                    };
                     nodes.push(node("Gemm", vec![cur.clone(), w, b], &out, vec![t]));
                 }
             }

@@ -25,7 +25,13 @@ fn ftensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
 }
 
 fn itensor(name: &str, dims: &[i64], data: &[i64]) -> TensorProto {
-    TensorProto { name: name.into(), dims: dims.to_vec(), data_type: data_type::INT64, int64_data: data.to_vec(), ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: data_type::INT64,
+        int64_data: data.to_vec(),
+        ..Default::default()
+    }
 }
 
 fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
@@ -174,15 +180,27 @@ fn conv_ref(
     (y, [m, oh, ow])
 }
 
-fn pool_ref(x: &[f64], [c, h, w]: [usize; 3], [kh, kw]: [usize; 2], [sh, sw]: [usize; 2], max: bool) -> (Vec<f64>, [usize; 3]) {
+fn pool_ref(
+    x: &[f64],
+    [c, h, w]: [usize; 3],
+    [kh, kw]: [usize; 2],
+    [sh, sw]: [usize; 2],
+    max: bool,
+) -> (Vec<f64>, [usize; 3]) {
     let (oh, ow) = ((h - kh) / sh + 1, (w - kw) / sw + 1);
     let mut y = Vec::new();
     for ch in 0..c {
         for r in 0..oh {
             for q in 0..ow {
-                let vals: Vec<f64> =
-                    (0..kh).flat_map(|dy| (0..kw).map(move |dx| (dy, dx))).map(|(dy, dx)| x[(ch * h + r * sh + dy) * w + q * sw + dx]).collect();
-                y.push(if max { vals.iter().cloned().fold(f64::MIN, f64::max) } else { vals.iter().sum::<f64>() / vals.len() as f64 });
+                let vals: Vec<f64> = (0..kh)
+                    .flat_map(|dy| (0..kw).map(move |dx| (dy, dx)))
+                    .map(|(dy, dx)| x[(ch * h + r * sh + dy) * w + q * sw + dx])
+                    .collect();
+                y.push(if max {
+                    vals.iter().cloned().fold(f64::MIN, f64::max)
+                } else {
+                    vals.iter().sum::<f64>() / vals.len() as f64
+                });
             }
         }
     }
@@ -245,7 +263,8 @@ fn gemm_attribute_combinations_and_opsets() {
                         Some(v) if v.len() == 1 => vec![v[0] as f64; 3],
                         Some(v) => v.iter().map(|&x| x as f64).collect(),
                     };
-                    let want = gemm_ref(&x, &b, [dims[0] as usize, dims[1] as usize], trans_b, alpha as f64, beta as f64, &cb);
+                    let want =
+                        gemm_ref(&x, &b, [dims[0] as usize, dims[1] as usize], trans_b, alpha as f64, beta as f64, &cb);
                     close(&m.infer_float(&x).unwrap(), &want);
                 }
             }
@@ -294,11 +313,13 @@ fn matmul_plus_add_and_nchw_reshape_before_dense() {
             .n(node("Add", "bias_add", &["bias", "h"], &["hb"], vec![]))
             .n(node("Relu", "act", &["hb"], &["y"], vec![]));
         let m = g.import();
-        assert!(matches!(m.layers.as_slice(), [FloatLayer::Reshape { .. }, FloatLayer::Dense { .. }, FloatLayer::Relu]));
+        assert!(matches!(
+            m.layers.as_slice(),
+            [FloatLayer::Reshape { .. }, FloatLayer::Dense { .. }, FloatLayer::Relu]
+        ));
         let x = input(&mut rng, 18);
-        let want: Vec<f64> = (0..5)
-            .map(|o| (0..18).map(|i| x[i] * w[i * 5 + o] as f64).sum::<f64>() + bias[o] as f64)
-            .collect();
+        let want: Vec<f64> =
+            (0..5).map(|o| (0..18).map(|i| x[i] * w[i * 5 + o] as f64).sum::<f64>() + bias[o] as f64).collect();
         close(&m.infer_float(&x).unwrap(), &relu(&want));
     }
     // Reshape with 0 (copy the batch) and the shape given as a Constant node.
@@ -398,12 +419,33 @@ fn conv_padding_stride_and_auto_pad() {
                 let g = g.n(node("Conv", "conv", &ins, &["y"], attrs.clone()));
                 let model = g.import();
                 let x = input(&mut rng, c * h * w);
-                let (want, shape) = conv_ref(&x, [c, h, w], &wt, m, *kernel, with_bias.then_some(&b[..]), *pads, *stride);
+                let (want, shape) =
+                    conv_ref(&x, [c, h, w], &wt, m, *kernel, with_bias.then_some(&b[..]), *pads, *stride);
                 assert_eq!(model.shapes().unwrap().last().unwrap(), &shape.to_vec(), "{attrs:?}");
                 close(&model.infer_float(&x).unwrap(), &want);
             }
         }
     }
+    // Identity, then two bias Adds: both fold (the conv output has no other reader).
+    let wt = rng.v(m * c * 9);
+    let g = G::new(13, &[1, c as i64, h as i64, w as i64])
+        .init(ftensor("W", &[m as i64, c as i64, 3, 3], &wt))
+        .init(ftensor("b1", &[m as i64, 1, 1], &[1.0, 2.0, 3.0]))
+        .init(ftensor("b2", &[], &[0.5]))
+        .n(node("Conv", "conv", &["x", "W"], &["cv"], vec![]))
+        .n(node("Identity", "id", &["cv"], &["cvi"], vec![]))
+        .n(node("Add", "add1", &["cvi", "b1"], &["y1"], vec![]))
+        .n(node("Add", "add2", &["b2", "y1"], &["y"], vec![]));
+    let model = g.import();
+    assert_eq!(model.layers.len(), 1);
+    let x = input(&mut rng, c * h * w);
+    let (want, _) = conv_ref(&x, [c, h, w], &wt, m, [3, 3], Some(&[1.5, 2.5, 3.5]), [0; 4], [1, 1]);
+    close(&model.infer_float(&x).unwrap(), &want);
+    // The conv output also read by a residual Add: the bias cannot fold.
+    let mut g = g;
+    g.nodes.push(node("Add", "skip", &["y", "cv"], &["z"], vec![]));
+    g.output = "z".into();
+    assert!(g.import_err().contains("bias"), "{}", g.import_err());
     // A separate per-channel bias Add ([1, M, 1, 1] and [M, 1, 1]) folds into the conv.
     for bdims in [vec![1i64, m as i64, 1, 1], vec![m as i64, 1, 1]] {
         let wt = rng.v(m * c * 9);
@@ -468,7 +510,8 @@ fn batch_norm_folds_into_conv_and_gemm() {
     for opset in [7, 9, 15] {
         let (c, m) = (2usize, 3usize);
         let wt = rng.v(m * c * 4);
-        let bn: Vec<Vec<f32>> = (0..4).map(|i| if i == 3 { rng.v(m).iter().map(|v| v.abs() + 0.1).collect() } else { rng.v(m) }).collect();
+        let bn: Vec<Vec<f32>> =
+            (0..4).map(|i| if i == 3 { rng.v(m).iter().map(|v| v.abs() + 0.1).collect() } else { rng.v(m) }).collect();
         let mut attrs = vec![af("epsilon", 1e-3)];
         if opset < 9 {
             attrs.push(ai("spatial", 1));
@@ -496,7 +539,8 @@ fn batch_norm_folds_into_conv_and_gemm() {
             .enumerate()
             .map(|(j, v)| {
                 let ch = j / per;
-                bn[0][ch] as f64 * (v - bn[2][ch] as f64) / (bn[3][ch] as f64 + 1e-3f32 as f64).sqrt() + bn[1][ch] as f64
+                bn[0][ch] as f64 * (v - bn[2][ch] as f64) / (bn[3][ch] as f64 + 1e-3f32 as f64).sqrt()
+                    + bn[1][ch] as f64
             })
             .collect();
         let want = gemm_ref(&relu(&bnv), &w2, [2, 27], true, 1.0, 1.0, &[0.0; 2]);
@@ -515,7 +559,8 @@ fn batch_norm_folds_into_conv_and_gemm() {
         .n(node("BatchNormalization", "bn", &["h", "g", "b", "mu", "var"], &["y"], vec![af("epsilon", 0.0)]));
     let x = input(&mut rng, 4);
     let h = gemm_ref(&x, &w, [4, 3], false, 1.0, 1.0, &[0.0; 3]);
-    let want: Vec<f64> = (0..3).map(|i| [2.0, 0.5, -1.0][i] * (h[i] - [0.0, 1.0, -1.0][i]) + [0.1f32, 0.2, 0.3][i] as f64).collect();
+    let want: Vec<f64> =
+        (0..3).map(|i| [2.0, 0.5, -1.0][i] * (h[i] - [0.0, 1.0, -1.0][i]) + [0.1f32, 0.2, 0.3][i] as f64).collect();
     close(&g.import().infer_float(&x).unwrap(), &want);
 }
 
@@ -576,10 +621,7 @@ fn sign_and_tanh_activations() {
         (13, node("Clip", "c", &["h", "lo", "hi"], &["y"], vec![])),
     ] {
         let is_sign = act.op_type == "Sign";
-        let g = fc(G::new(opset, &[1, 2]))
-            .init(ftensor("lo", &[], &[-1.0]))
-            .init(ftensor("hi", &[], &[1.0]))
-            .n(act);
+        let g = fc(G::new(opset, &[1, 2])).init(ftensor("lo", &[], &[-1.0])).init(ftensor("hi", &[], &[1.0])).n(act);
         if !is_sign {
             let e = g.import_err();
             assert!(e.contains("sign") && e.contains("(Tanh)") || e.contains("(Clip)"), "{e}");
@@ -727,10 +769,15 @@ fn malformed_models_are_errors() {
     expect(g, &["opset 99"]);
     let mut p = small_valid().proto();
     p.graph = None;
-    assert!(format!("{:#}", import_bytes(&p.encode_to_vec(), &ImportOptions::default()).unwrap_err()).contains("no graph"));
+    assert!(
+        format!("{:#}", import_bytes(&p.encode_to_vec(), &ImportOptions::default()).unwrap_err()).contains("no graph")
+    );
     let mut p = small_valid().proto();
     p.graph.as_mut().unwrap().input.push(vi("x2", &[1, 4]));
-    assert!(format!("{:#}", import_bytes(&p.encode_to_vec(), &ImportOptions::default()).unwrap_err()).contains("data inputs"));
+    assert!(
+        format!("{:#}", import_bytes(&p.encode_to_vec(), &ImportOptions::default()).unwrap_err())
+            .contains("data inputs")
+    );
     let mut g = small_valid();
     g.nodes.push(node("Relu", "branch", &["a"], &["z"], vec![]));
     g.nodes.push(node("Add", "join", &["y", "z"], &["out"], vec![]));
@@ -801,10 +848,22 @@ fn write_fuzz_seeds() {
             "pools_sign",
             G::new(12, &[1, 2, 6, 6])
                 .init(ftensor("W", &[2, 2, 3, 3], &rng.v(36)))
-                .n(node("Conv", "c", &["x", "W"], &["a"], vec![astr("auto_pad", "SAME_LOWER"), ais("strides", &[2, 1])]))
+                .n(node(
+                    "Conv",
+                    "c",
+                    &["x", "W"],
+                    &["a"],
+                    vec![astr("auto_pad", "SAME_LOWER"), ais("strides", &[2, 1])],
+                ))
                 .n(node("MaxPool", "mp", &["a"], &["m", "i"], vec![ais("kernel_shape", &[2, 2])]))
                 .n(node("Sign", "s", &["m"], &["sg"], vec![]))
-                .n(node("AveragePool", "ap", &["sg"], &["p"], vec![ais("kernel_shape", &[2, 2]), ais("strides", &[1, 2])]))
+                .n(node(
+                    "AveragePool",
+                    "ap",
+                    &["sg"],
+                    &["p"],
+                    vec![ais("kernel_shape", &[2, 2]), ais("strides", &[1, 2])],
+                ))
                 .n(node("GlobalAveragePool", "gap", &["p"], &["y"], vec![])),
         ),
         (

@@ -250,16 +250,14 @@ fn tensor_const(t: &TensorProto) -> Result<Const> {
     let dims = t
         .dims
         .iter()
-        .map(|&d| usize::try_from(d).ok().filter(|&d| d <= MAX_TENSOR_ELEMENTS).with_context(|| format!("bad dimension {d}")))
+        .map(|&d| {
+            usize::try_from(d).ok().filter(|&d| d <= MAX_TENSOR_ELEMENTS).with_context(|| format!("bad dimension {d}"))
+        })
         .collect::<Result<Vec<_>>>()?;
     let n = elements(&dims)?;
     let raw = &t.raw_data;
     let fixed = |size: usize| -> Result<Vec<&[u8]>> {
-        ensure!(
-            raw.len() == n * size,
-            "raw data is {} bytes, expected {n} elements of {size} bytes",
-            raw.len()
-        );
+        ensure!(raw.len() == n * size, "raw data is {} bytes, expected {n} elements of {size} bytes", raw.len());
         Ok(raw.chunks_exact(size).collect())
     };
     let count = |len: usize| -> Result<()> {
@@ -272,7 +270,10 @@ fn tensor_const(t: &TensorProto) -> Result<Const> {
                 FLOAT => fixed(4)?.iter().map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64).collect(),
                 DOUBLE => fixed(8)?.iter().map(|b| f64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]))).collect(),
                 FLOAT16 => fixed(2)?.iter().map(|b| f16_to_f64(u16::from_le_bytes([b[0], b[1]]))).collect(),
-                _ => fixed(2)?.iter().map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16) as f64).collect(),
+                _ => fixed(2)?
+                    .iter()
+                    .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16) as f64)
+                    .collect(),
             }
         } else {
             match t.data_type {
@@ -352,8 +353,6 @@ struct Importer<'a> {
     layers: Vec<FloatLayer>,
     /// How many node inputs (plus graph outputs) name each tensor.
     consumers: HashMap<&'a str, usize>,
-    /// How many names stand for each activation.
-    aliases: Vec<usize>,
     const_elements: usize,
 }
 
@@ -527,7 +526,6 @@ impl<'a> Importer<'a> {
             full_shapes: Vec::new(),
             layers: Vec::new(),
             consumers: HashMap::new(),
-            aliases: Vec::new(),
             const_elements: 0,
         };
         for t in &graph.initializer {
@@ -560,7 +558,6 @@ impl<'a> Importer<'a> {
         imp.values.insert(&input.name, Value::Act(0));
         imp.full_shapes.push([&[1], shape.as_slice()].concat());
         imp.shapes.push(shape);
-        imp.aliases.push(1);
         Ok(imp)
     }
 
@@ -633,7 +630,10 @@ impl<'a> Importer<'a> {
                     deps[i].push(p);
                     users[p].push(i);
                 } else if !self.values.contains_key(inp.as_str()) {
-                    bail!("{}: input {inp:?} is not defined (no initializer, graph input or node output)", node_label(n));
+                    bail!(
+                        "{}: input {inp:?} is not defined (no initializer, graph input or node output)",
+                        node_label(n)
+                    );
                 }
             }
         }
@@ -668,29 +668,69 @@ impl<'a> Importer<'a> {
         }
         let out_name = graph.output[0].name.as_str();
         *self.consumers.entry(out_name).or_default() += 1;
-        // Nodes whose inputs are all constants (constant plumbing) first, so
-        // that the data path is one chain in the order it is met.
-        let mut pending: Vec<usize> = order;
-        while !pending.is_empty() {
-            let ready = |imp: &Importer, i: usize| {
-                graph.node[i].input.iter().filter(|s| !s.is_empty()).all(|s| imp.values.contains_key(s.as_str()))
-            };
-            let is_const = |imp: &Importer, i: usize| {
-                let n = &graph.node[i];
-                n.op_type == "Shape"
-                    || n.input
-                        .iter()
-                        .filter(|s| !s.is_empty())
-                        .all(|s| matches!(imp.values.get(s.as_str()), Some(Value::Const(_))))
-            };
-            let pos = pending
-                .iter()
-                .position(|&i| ready(self, i) && is_const(self, i))
-                .or_else(|| pending.iter().position(|&i| ready(self, i)))
-                .context("internal: no node is ready")?;
-            let i = pending.remove(pos);
-            let node = &graph.node[i];
+        // Kahn's algorithm again, now on the values: of the nodes whose
+        // inputs are all known, those that compute constants (plumbing) go
+        // first, then the data path in topological order, so that the data
+        // path is one chain in the order it is met.
+        let mut users: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut missing: HashMap<usize, usize> = HashMap::new();
+        let mut ready_const = std::collections::BTreeSet::new();
+        let mut ready_data = std::collections::BTreeSet::new();
+        let is_const = |imp: &Importer, i: usize| {
+            let n = &graph.node[i];
+            n.op_type == "Shape"
+                || n.input
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .all(|s| matches!(imp.values.get(s.as_str()), Some(Value::Const(_))))
+        };
+        for (pos, &i) in order.iter().enumerate() {
+            let mut names: Vec<&str> =
+                graph.node[i].input.iter().filter(|s| !s.is_empty()).map(String::as_str).collect();
+            names.sort_unstable();
+            names.dedup();
+            let unknown: Vec<&str> = names.into_iter().filter(|s| !self.values.contains_key(s)).collect();
+            for s in &unknown {
+                users.entry(s).or_default().push(pos);
+            }
+            if unknown.is_empty() {
+                if is_const(self, i) {
+                    ready_const.insert(pos)
+                } else {
+                    ready_data.insert(pos)
+                };
+            }
+            missing.insert(pos, unknown.len());
+        }
+        let mut done = 0;
+        while let Some(pos) = ready_const.pop_first().or_else(|| ready_data.pop_first()) {
+            let node = &graph.node[order[pos]];
             self.node(node).with_context(|| format!("{} (opset {})", node_label(node), self.opset))?;
+            done += 1;
+            // Reads still to come: what decides whether a bias may fold.
+            for inp in node.input.iter().filter(|s| !s.is_empty()) {
+                if let Some(c) = self.consumers.get_mut(inp.as_str()) {
+                    *c = c.saturating_sub(1);
+                }
+            }
+            for o in node.output.iter().filter(|o| !o.is_empty() && self.values.contains_key(o.as_str())) {
+                for &u in users.get(o.as_str()).map(Vec::as_slice).unwrap_or(&[]) {
+                    let m = missing.get_mut(&u).context("internal: unknown node")?;
+                    *m -= 1;
+                    if *m == 0 {
+                        if is_const(self, order[u]) {
+                            ready_const.insert(u)
+                        } else {
+                            ready_data.insert(u)
+                        };
+                    }
+                }
+            }
+        }
+        if done < order.len() {
+            let stuck = (0..order.len()).find(|p| missing.get(p).is_some_and(|&m| m > 0)).unwrap_or(0);
+            let node = &graph.node[order[stuck]];
+            bail!("{}: an input is never computed (an unused optional output of another node?)", node_label(node));
         }
         match self.values.get(out_name) {
             Some(Value::Act(a)) if *a == self.shapes.len() - 1 => {}
@@ -739,6 +779,17 @@ impl<'a> Importer<'a> {
         Ok(a)
     }
 
+    /// How many inputs of nodes not yet evaluated (the current one
+    /// included) and graph outputs read activation `a`, under any of its
+    /// names.
+    fn uses(&self, a: usize) -> usize {
+        self.values
+            .iter()
+            .filter(|(_, v)| matches!(v, Value::Act(x) if *x == a))
+            .map(|(name, _)| self.consumers.get(name).copied().unwrap_or(0))
+            .sum()
+    }
+
     /// ONNX shape (with the batch dimension) of activation `a`.
     fn full_shape(&self, a: usize) -> Vec<usize> {
         self.full_shapes[a].clone()
@@ -746,9 +797,8 @@ impl<'a> Importer<'a> {
 
     fn set_output(&mut self, node: &'a NodeProto, k: usize, v: Value) -> Result<()> {
         if let Some(name) = node.output.get(k).filter(|s| !s.is_empty()) {
-            match &v {
-                Value::Const(c) => self.count_const(c)?,
-                Value::Act(a) => self.aliases[*a] += 1,
+            if let Value::Const(c) = &v {
+                self.count_const(c)?;
             }
             self.values.insert(name, v);
         }
@@ -772,7 +822,6 @@ impl<'a> Importer<'a> {
         self.layers.push(layer);
         self.full_shapes.push([&[1], shape.as_slice()].concat());
         self.shapes.push(shape);
-        self.aliases.push(0);
         let a = self.shapes.len() - 1;
         self.set_output(node, 0, Value::Act(a))
     }
@@ -819,7 +868,10 @@ impl<'a> Importer<'a> {
                     }
                     v @ Value::Act(_) => {
                         ensure!(
-                            matches!(to, data_type::FLOAT | data_type::DOUBLE | data_type::FLOAT16 | data_type::BFLOAT16),
+                            matches!(
+                                to,
+                                data_type::FLOAT | data_type::DOUBLE | data_type::FLOAT16 | data_type::BFLOAT16
+                            ),
                             "a cast of the data to type {to} is not supported (float types only)"
                         );
                         self.set_output(node, 0, v)
@@ -872,10 +924,13 @@ impl<'a> Importer<'a> {
                     .filter(|&k| !node.input[k].is_empty())
                     .map(|k| self.const_input(node, k, "part"))
                     .collect::<Result<_>>()?;
-                let c = concat(&parts, attrs.int("axis", i64::MIN).and_then(|a| {
-                    ensure!(a != i64::MIN, "Concat needs an axis");
-                    Ok(a)
-                })?)?;
+                let c = concat(
+                    &parts,
+                    attrs.int("axis", i64::MIN).and_then(|a| {
+                        ensure!(a != i64::MIN, "Concat needs an axis");
+                        Ok(a)
+                    })?,
+                )?;
                 self.set_output(node, 0, Value::Const(c))
             }
             "Add" | "Sub" | "Mul" | "Div" if all_const => {
@@ -1015,7 +1070,10 @@ impl<'a> Importer<'a> {
             }
             _ => {
                 ensure!(a.floats.len() <= 1 << 20, "too many values");
-                Const { dims: vec![a.floats.len()], values: Values::Float(a.floats.iter().map(|&f| f as f64).collect()) }
+                Const {
+                    dims: vec![a.floats.len()],
+                    values: Values::Float(a.floats.iter().map(|&f| f as f64).collect()),
+                }
             }
         })
     }
@@ -1142,7 +1200,13 @@ impl<'a> Importer<'a> {
         match (x, y) {
             (Value::Act(p), Value::Act(q)) => {
                 let last = self.shapes.len() - 1;
-                let other = if p == last { q } else if q == last { p } else { bail!("neither summand is the latest activation") };
+                let other = if p == last {
+                    q
+                } else if q == last {
+                    p
+                } else {
+                    bail!("neither summand is the latest activation")
+                };
                 ensure!(other != last, "adding an activation to itself is not supported");
                 ensure!(
                     self.shapes[p] == self.shapes[q],
@@ -1163,8 +1227,7 @@ impl<'a> Importer<'a> {
                 let add: Vec<f64> = idx.iter().map(|&i| v[i]).collect();
                 // Only the bias of the layer that produced this activation,
                 // and only if nothing else reads the activation before it.
-                let name = node.input[k].as_str();
-                let private = self.aliases[a] == 1 && self.consumers.get(name).copied().unwrap_or(0) == 1;
+                let private = self.uses(a) == 1;
                 let Some(layer) = self.layers.last_mut().filter(|l| l.is_linear_map() && private) else {
                     bail!("adding a constant is only supported as the bias of a Gemm/MatMul/Conv output used once");
                 };
@@ -1181,8 +1244,8 @@ impl<'a> Importer<'a> {
                     );
                     *b += chunk[0];
                 }
-                // The activation now stands for the sum.
-                self.aliases[a] += 1;
+                // The activation now stands for the sum (its old names have
+                // no other reader).
                 let name_out = node.output.first().filter(|s| !s.is_empty());
                 if let Some(o) = name_out {
                     self.values.insert(o, Value::Act(a));
@@ -1207,7 +1270,10 @@ impl<'a> Importer<'a> {
             ensure!(d.iter().all(|&v| v == 1), "dilations {d:?} (only 1 is supported)");
         }
         if let Some(ks) = attrs.ints("kernel_shape")? {
-            ensure!(pair(&ks, "kernel_shape", 1, 1 << 10)? == [kh, kw], "kernel_shape {ks:?} differs from W's {kh}×{kw}");
+            ensure!(
+                pair(&ks, "kernel_shape", 1, 1 << 10)? == [kh, kw],
+                "kernel_shape {ks:?} differs from W's {kh}×{kw}"
+            );
         }
         let kernel = [kh, kw];
         let stride = match attrs.ints("strides")? {
@@ -1226,7 +1292,9 @@ impl<'a> Importer<'a> {
         let pads = [padding.top, padding.left, padding.bottom, padding.right];
         let oh = crate::network::sweep(h + pads[0] + pads[2], kh, stride[0]);
         let ow = crate::network::sweep(w + pads[1] + pads[3], kw, stride[1]);
-        let (Some(oh), Some(ow)) = (oh, ow) else { bail!("kernel {kernel:?} does not fit {h}×{w} padded by {pads:?}") };
+        let (Some(oh), Some(ow)) = (oh, ow) else {
+            bail!("kernel {kernel:?} does not fit {h}×{w} padded by {pads:?}")
+        };
         let layer =
             FloatLayer::Conv2d { in_channels: c, out_channels: m, kernel, stride, pads, weights: wt.floats(), bias };
         self.push(node, layer, vec![m, oh, ow])
@@ -1263,13 +1331,23 @@ impl<'a> Importer<'a> {
 
     fn pool(&mut self, node: &'a NodeProto, attrs: &Attrs) -> Result<()> {
         let max = node.op_type == "MaxPool";
-        attrs.only(&["auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides", "storage_order"])?;
+        attrs.only(&[
+            "auto_pad",
+            "ceil_mode",
+            "count_include_pad",
+            "dilations",
+            "kernel_shape",
+            "pads",
+            "strides",
+            "storage_order",
+        ])?;
         self.unused_outputs_from(node, 1)?;
         let a = self.head(node, 0)?;
         let &[c, h, w] = self.shapes[a].as_slice() else {
             bail!("needs an [N, C, H, W] input, got {:?}", self.full_shape(a))
         };
-        let kernel = pair(&attrs.ints("kernel_shape")?.context("kernel_shape is required")?, "kernel_shape", 1, 1 << 10)?;
+        let kernel =
+            pair(&attrs.ints("kernel_shape")?.context("kernel_shape is required")?, "kernel_shape", 1, 1 << 10)?;
         let stride = match attrs.ints("strides")? {
             Some(s) => pair(&s, "strides", 1, 1 << 10)?,
             None => [1, 1],
@@ -1379,14 +1457,15 @@ fn concat(parts: &[Const], ax: i64) -> Result<Const> {
     }
     elements(&dims)?;
     let outer: usize = first.dims[..ax].iter().product();
+    let floats: Vec<Vec<f64>> = if ints { vec![] } else { parts.iter().map(Const::floats).collect() };
     let mut fl = Vec::new();
     let mut il = Vec::new();
     for o in 0..outer {
-        for p in parts {
+        for (j, p) in parts.iter().enumerate() {
             let chunk: usize = p.dims[ax..].iter().product();
             match &p.values {
                 Values::Int(v) if ints => il.extend_from_slice(&v[o * chunk..(o + 1) * chunk]),
-                _ => fl.extend_from_slice(&p.floats()[o * chunk..(o + 1) * chunk]),
+                _ => fl.extend_from_slice(&floats[j][o * chunk..(o + 1) * chunk]),
             }
         }
     }
