@@ -478,7 +478,7 @@ fn quantize_linear(
         let mut slack = 0i128;
         loop {
             let (mut lo, mut hi) = match estimate {
-                Some(e) if fits_with(e / 64.0, slack) => (e / 64.0, e * 4.0),
+                Some(e) if fits_with(e / 2.0, slack) => (e / 2.0, e * 2.0),
                 _ => (1e-12, base.product() as f64),
             };
             ensure!(fits_with(lo, slack), "{}: does not fit even with negligible weights", ctx());
@@ -492,7 +492,8 @@ fn quantize_linear(
                 } else {
                     hi = mid
                 }
-                if hi / lo < 1.0 + 1e-7 {
+                // The largest a to float precision, as a full search finds it.
+                if hi / lo < 1.0 + 1e-12 {
                     break;
                 }
             }

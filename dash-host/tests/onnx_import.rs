@@ -13,7 +13,7 @@ use prost::Message;
 
 fn ftensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
     // Alternate between the two encodings ONNX allows.
-    let raw = data.len() % 2 == 0;
+    let raw = data.len().is_multiple_of(2);
     TensorProto {
         name: name.into(),
         dims: dims.to_vec(),
@@ -370,6 +370,34 @@ fn shape_plumbing_is_folded() {
         let want = gemm_ref(&x, &w, [3, 12], true, 1.0, 1.0, &[0.0; 3]);
         close(&m.infer_float(&x).unwrap(), &want);
     }
+    // A weight matrix given transposed through a constant Transpose, a bias
+    // computed by constant arithmetic.
+    let wt = rng.v(12);
+    let g = G::new(13, &[1, 4])
+        .init(ftensor("Wt", &[3, 4], &wt))
+        .init(ftensor("half", &[], &[0.5]))
+        .init(ftensor("b", &[3], &[1.0, 2.0, 4.0]))
+        .n(node("Transpose", "t", &["Wt"], &["W"], vec![ais("perm", &[1, 0])]))
+        .n(node("Mul", "scale_b", &["b", "half"], &["bh"], vec![]))
+        .n(node("MatMul", "mm", &["x", "W"], &["h"], vec![]))
+        .n(node("Add", "bias", &["h", "bh"], &["y"], vec![]));
+    let x = input(&mut rng, 4);
+    let want = gemm_ref(&x, &wt, [3, 4], true, 1.0, 1.0, &[0.5, 1.0, 2.0]);
+    close(&g.import().infer_float(&x).unwrap(), &want);
+    // Normalisation of the raw input by a scalar in the graph: the input scale.
+    let g = G::new(13, &[1, 4])
+        .init(ftensor("Wt", &[3, 4], &wt))
+        .init(ftensor("d", &[], &[255.0]))
+        .init(ftensor("two", &[1], &[2.0]))
+        .n(node("Div", "norm", &["x", "d"], &["xn"], vec![]))
+        .n(node("Mul", "twice", &["two", "xn"], &["x2"], vec![]))
+        .n(node("Gemm", "fc", &["x2", "Wt"], &["y"], vec![ai("transB", 1)]));
+    let opts = ImportOptions { input_scale: 1.0, ..Default::default() };
+    let m = import_bytes(&g.bytes(), &opts).unwrap();
+    assert!((m.input.scale - 2.0 / 255.0).abs() < 1e-15);
+    let xi = [0i64, 100, 200, 255];
+    let xf: Vec<f64> = xi.iter().map(|&v| v as f64 * 2.0 / 255.0).collect();
+    close(&m.infer(&xi).unwrap(), &gemm_ref(&xf, &wt, [3, 4], true, 1.0, 1.0, &[0.0; 3]));
     // Squeeze of a constant (axes attribute before opset 13, input after).
     for opset in [11, 13] {
         let sq = if opset >= 13 {
@@ -393,7 +421,9 @@ fn shape_plumbing_is_folded() {
 fn conv_padding_stride_and_auto_pad() {
     let mut rng = Rng(3);
     let (c, h, w, m) = (2usize, 7usize, 6usize, 3usize);
-    let cases: Vec<(Vec<AttributeProto>, [usize; 4], [usize; 2], [usize; 2])> = vec![
+    /// Attributes, then the padding, stride and kernel they mean.
+    type Case = (Vec<AttributeProto>, [usize; 4], [usize; 2], [usize; 2]);
+    let cases: Vec<Case> = vec![
         (vec![], [0; 4], [1, 1], [3, 3]),
         (vec![ais("pads", &[1, 1, 1, 1])], [1, 1, 1, 1], [1, 1], [3, 3]),
         (vec![ais("pads", &[0, 2, 1, 0]), ais("strides", &[2, 1])], [0, 2, 1, 0], [2, 1], [3, 3]),

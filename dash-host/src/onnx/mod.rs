@@ -8,7 +8,8 @@
 //! names and duplicate names are errors), nodes that do not lead to the
 //! graph output are dropped, and the rest is evaluated symbolically:
 //! constant sub-graphs (`Constant`, `Shape`, `Gather`, `Unsqueeze`,
-//! `Squeeze`, `Concat`, `Cast`, `Reshape`, arithmetic on constants, …) are
+//! `Squeeze`, `Concat`, `Cast`, `Reshape`, `Flatten`, `Transpose`,
+//! `Add`/`Sub`/`Mul`/`Div` of constants) are
 //! folded, and the operators on the data path become [`FloatLayer`]s of one
 //! chain, with residual `Add`s joining an earlier activation.
 //!
@@ -24,6 +25,7 @@
 //! | `Sign`; `Tanh`, `Clip(-1, 1)`, `HardTanh` only with [`ImportOptions::tanh_as_sign`] | `sign` |
 //! | `Flatten`, `Reshape` (shape as input or attribute; `0` and `-1`) | `flatten`, `reshape` |
 //! | `Identity`, `Dropout`, float `Cast` | nothing |
+//! | `Mul`/`Div` of the graph input by a positive scalar | the input scale |
 //!
 //! Tensors carry a batch dimension in ONNX and none in a [`FloatModel`]:
 //! the graph input's first dimension is the batch (a fixed 1 or a symbolic
@@ -139,7 +141,7 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Float
             shape: imp.shapes[0].clone(),
             min: options.input_min,
             max: options.input_max,
-            scale: options.input_scale,
+            scale: options.input_scale * imp.input_factor,
         },
         layers: imp.layers,
         metrics,
@@ -354,6 +356,8 @@ struct Importer<'a> {
     /// How many node inputs (plus graph outputs) name each tensor.
     consumers: HashMap<&'a str, usize>,
     const_elements: usize,
+    /// Product of the positive scalars the graph multiplies its raw input by.
+    input_factor: f64,
 }
 
 fn node_label(node: &NodeProto) -> String {
@@ -527,6 +531,7 @@ impl<'a> Importer<'a> {
             layers: Vec::new(),
             consumers: HashMap::new(),
             const_elements: 0,
+            input_factor: 1.0,
         };
         for t in &graph.initializer {
             ensure!(!t.name.is_empty(), "an initializer has no name");
@@ -940,6 +945,12 @@ impl<'a> Importer<'a> {
                 let c = binary(op, &a, &b)?;
                 self.set_output(node, 0, Value::Const(c))
             }
+            "Transpose" if all_const => {
+                attrs.only(&["perm"])?;
+                let data = self.const_input(node, 0, "data")?;
+                let c = transpose(&data, attrs.ints("perm")?.as_deref())?;
+                self.set_output(node, 0, Value::Const(c))
+            }
             "Reshape" => self.reshape(node, &attrs),
             "Flatten" => {
                 attrs.only(&["axis"])?;
@@ -1049,7 +1060,28 @@ impl<'a> Importer<'a> {
                 let s = self.shapes[a].clone();
                 self.push(node, layer, s)
             }
-            "Gather" | "Unsqueeze" | "Squeeze" | "Concat" | "Sub" | "Mul" | "Div" => {
+            "Mul" | "Div"
+                if self.layers.iter().all(|l| matches!(l, FloatLayer::Reshape { .. } | FloatLayer::Flatten)) =>
+            {
+                // Input normalisation by a positive scalar (e.g. x/255 in
+                // the graph): it only changes the input's scale.
+                attrs.only(&[])?;
+                let (k, c) = match (self.input(node, 0)?, self.input(node, 1)?) {
+                    (Value::Act(_), Value::Const(c)) => (0, c.clone()),
+                    (Value::Const(c), Value::Act(_)) if op == "Mul" => (1, c.clone()),
+                    _ => bail!("{op} of the input is only supported by a constant scalar"),
+                };
+                let a = self.head(node, k)?;
+                let v = c.scalar_f64("the factor")?;
+                ensure!(
+                    v.is_finite() && v > 0.0,
+                    "{op} of the input by {v}: only positive factors fold into the input scale"
+                );
+                self.input_factor *= if op == "Mul" { v } else { 1.0 / v };
+                ensure!(self.input_factor.is_finite() && self.input_factor > 0.0, "input scale out of range");
+                self.set_output(node, 0, Value::Act(a))
+            }
+            "Gather" | "Unsqueeze" | "Squeeze" | "Concat" | "Sub" | "Mul" | "Div" | "Transpose" => {
                 bail!("operator {op} is only supported on constants (here its input is computed from the data)")
             }
             other => bail!("operator {other:?} is not supported"),
@@ -1411,6 +1443,36 @@ fn gather(data: &Const, idx: &Const, ax: i64) -> Result<Const> {
     for o in 0..outer {
         for &p in &picks {
             flat.extend((0..inner).map(|j| (o * data.dims[ax] + p) * inner + j));
+        }
+    }
+    Ok(data.pick(dims, &flat))
+}
+
+fn transpose(data: &Const, perm: Option<&[i64]>) -> Result<Const> {
+    let r = data.dims.len();
+    let perm: Vec<usize> = match perm {
+        None => (0..r).rev().collect(),
+        Some(p) => p.iter().map(|&a| axis(a, r)).collect::<Result<_>>()?,
+    };
+    let mut seen = vec![false; r];
+    ensure!(perm.len() == r && perm.iter().all(|&p| !std::mem::replace(&mut seen[p], true)), "bad perm {perm:?}");
+    let dims: Vec<usize> = perm.iter().map(|&p| data.dims[p]).collect();
+    // Row-major strides of the source, permuted.
+    let mut strides = vec![1usize; r];
+    for i in (0..r.saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * data.dims[i + 1];
+    }
+    let n = elements(&dims)?;
+    let mut idx = vec![0usize; r];
+    let mut flat = Vec::with_capacity(n);
+    for _ in 0..n {
+        flat.push(idx.iter().zip(&perm).map(|(i, &p)| i * strides[p]).sum());
+        for d in (0..r).rev() {
+            idx[d] += 1;
+            if idx[d] < dims[d] {
+                break;
+            }
+            idx[d] = 0;
         }
     }
     Ok(data.pick(dims, &flat))
