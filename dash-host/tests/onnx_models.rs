@@ -14,14 +14,31 @@ use dash_host::quantize::{QuantizeOptions, quantize};
 use prost::Message;
 use std::path::{Path, PathBuf};
 
-fn onnx_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            onnx_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "onnx") {
-            out.push(p);
+fn onnx_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "onnx")).collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Bounds of the quantised network hold on extreme and random inputs.
+fn check_bounds_on_random_inputs(name: &str, q: &dash_host::quantize::Quantized, n: usize) {
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    for t in 0..4 {
+        let x: Vec<i64> = (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                if t == 0 { 255 } else { (s % 256) as i64 }
+            })
+            .collect();
+        let trace = q.network.eval_plain_trace(&x).unwrap();
+        for (act, b) in trace.iter().zip(&q.bounds) {
+            assert!(act.iter().zip(b).all(|(v, iv)| iv.contains(*v as i128)), "{name}");
         }
     }
 }
@@ -35,9 +52,7 @@ fn metadata(path: &Path, key: &str) -> Option<f64> {
 #[cfg_attr(debug_assertions, ignore = "release only: runs the full MNIST test set")]
 fn shipped_models_import_quantise_and_keep_accuracy() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let mut files = Vec::new();
-    onnx_files(&root, &mut files);
-    files.sort();
+    let files = onnx_files(&root);
     let data = bundled_test_set().unwrap();
     for path in &files {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
@@ -47,23 +62,7 @@ fn shipped_models_import_quantise_and_keep_accuracy() {
         let q = quantize(&model, &QuantizeOptions::default()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let kinds: Vec<&str> = model.layers.iter().map(|l| l.name()).collect();
         if model.input_len() != 784 {
-            // Not an MNIST model: the proof holds on random and extreme inputs.
-            let n = model.input_len();
-            let mut s = 0x9e37_79b9_7f4a_7c15u64;
-            for t in 0..4 {
-                let x: Vec<i64> = (0..n)
-                    .map(|_| {
-                        s ^= s << 13;
-                        s ^= s >> 7;
-                        s ^= s << 17;
-                        if t == 0 { 255 } else { (s % 256) as i64 }
-                    })
-                    .collect();
-                let trace = q.network.eval_plain_trace(&x).unwrap();
-                for (act, b) in trace.iter().zip(&q.bounds) {
-                    assert!(act.iter().zip(b).all(|(v, iv)| iv.contains(*v as i128)), "{name}");
-                }
-            }
+            check_bounds_on_random_inputs(&name, &q, model.input_len());
             println!(
                 "{name}: {kinds:?} k={} primes={:?} (not MNIST: bounds checked)",
                 q.network.base.len(),
@@ -84,5 +83,48 @@ fn shipped_models_import_quantise_and_keep_accuracy() {
             assert!((acc.float - recorded).abs() <= 2e-4, "{name}: float {} vs recorded {recorded}", acc.float);
         }
         assert!((acc.float - acc.quantized).abs() <= 0.003, "{name}: float {} quantized {}", acc.float, acc.quantized);
+    }
+}
+
+/// The exporter variants in `models/variants/` (other opsets, MatMul+Add,
+/// Reshape and shape plumbing, unfolded batch norm, Tanh as sign, dynamo
+/// export, …): each imports and quantises with its proof, and its float
+/// predictions on the first 300 test images are those of the model it is a
+/// variant of (at most one near-tie may differ, for variants whose weights
+/// were transformed in floating point).
+#[test]
+#[cfg_attr(debug_assertions, ignore = "release only")]
+fn exporter_variants_match_their_models() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let mut data = bundled_test_set().unwrap();
+    data.truncate(300);
+    for path in onnx_files(&root.join("variants")) {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let options = ImportOptions { tanh_as_sign: name.contains("tanh"), ..Default::default() };
+        let model = import_file(&path, &options).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let q = quantize(&model, &QuantizeOptions::default()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        check_bounds_on_random_inputs(&name, &q, model.input_len());
+        let base = ["secureml_mlp", "deepsecure_cnn", "minionn_mnist", "fhe_dinn100"]
+            .into_iter()
+            .find(|b| name.starts_with(b) && model.input_len() == 784);
+        let Some(base) = base else {
+            println!("{name}: imports and quantises (k={}), bounds checked", q.network.base.len());
+            continue;
+        };
+        let reference = import_file(root.join(format!("{base}.onnx")), &ImportOptions::default()).unwrap();
+        let differ = (0..data.len())
+            .filter(|&i| {
+                let x: Vec<i64> = data.images.get(i).unwrap().iter().map(|&p| p as i64).collect();
+                model.predict(&x).unwrap() != reference.predict(&x).unwrap()
+            })
+            .count();
+        let acc = plain_accuracy(&model, &q, &data).unwrap();
+        println!(
+            "{name}: like {base}, {differ} of 300 float predictions differ; k={} float {:.4} quantized {:.4}",
+            q.network.base.len(),
+            acc.float,
+            acc.quantized
+        );
+        assert!(differ <= 1, "{name}: {differ} predictions differ from {base}");
     }
 }
