@@ -11,7 +11,8 @@
 //! | [`offload`] | `--device cpu\|cuda\|auto` and the engine's GPU offload (lane-batched gadgets) |
 //! | [`format`](mod@format) | the versioned binary format of streamed garbled material |
 //! | [`mnist`] | the IDX reader (raw or gzipped) and the bundled MNIST test set |
-//! | [`model`] | float models in the project's JSON format, float reference inference |
+//! | [`model`] | float models (JSON format, conv/pool/BN/residual graph), float reference inference |
+//! | [`onnx`] | ONNX import to a float model |
 //! | [`quantize`] | quantisation and range planning: float model to a proven-in-range `IntNetwork` |
 //! | [`protocol`] | the client–server protocol: wire format, `dashgc serve` and `dashgc query` |
 //! | [`inference`] | private MNIST inference end to end: quantise, garble, evaluate, verify, report |
@@ -36,6 +37,7 @@ pub mod mnist;
 pub mod model;
 pub mod network;
 pub mod offload;
+pub mod onnx;
 pub mod protocol;
 pub mod quantize;
 pub mod rng;

@@ -1,4 +1,5 @@
-//! Quantisation and range planning: from a [`FloatModel`] and its declared
+//! Quantisation and range planning: from a [`FloatModel`] (dense,
+//! convolution, pooling, batch-norm, residual layers) and its declared
 //! integer input range to an [`IntNetwork`] on the smallest CRT base for
 //! which **no value of the integer network can leave `[-Q/2, Q/2)` for any
 //! input in the declared range**, proved by interval arithmetic.
@@ -23,6 +24,26 @@
 //! the next layer has scale `S·a/d`. A dense layer followed by `sign` needs
 //! no division (the sign ignores positive scales); the last layer's
 //! outputs are decoded as they are and the class is their arg-max.
+//!
+//! # Convolutions, pooling and residual adds
+//!
+//! A convolution is quantised like a dense layer (`round(a·W)`, bias
+//! `round(a·S·b)`, the same search for `a`). A linear layer is divided
+//! after whenever another linear layer or a residual add follows before any
+//! sign or the end of the network, so the division may precede max pooling,
+//! flattening or ReLU alike. Max pooling, ReLU, flatten and reshape keep
+//! the scale. **Average pooling** is an integer `SumPool`: the sum of `n`
+//! values at scale `S` is the mean at scale `n·S`, so the `1/n` lives in
+//! the scale and costs nothing. Batch normalisations are folded into the
+//! preceding layer first ([`FloatModel::fold_batch_norms`]).
+//!
+//! A **residual add** needs both summands on one scale `T` (the skip
+//! source's). The last linear layer of the branch then does not search for
+//! `a`: for each candidate divisor `d` (1 or a product of base primes) it
+//! takes `a = T·d/S` (divided by the sizes of any average pools on the way),
+//! and keeps the largest `d` whose outputs still fit — the most weight
+//! precision the base allows. The add's result is proven in range like
+//! every other value.
 //!
 //! # Interval proof
 //!
@@ -116,11 +137,14 @@ impl Interval {
     }
 }
 
-/// What the quantiser chose for one float dense layer.
+/// What the quantiser chose for one float dense or convolution layer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DenseChoice {
-    /// Index of the layer in the float model.
+    /// Index of the layer in the float model (after folding batch
+    /// normalisations).
     pub float_layer: usize,
+    /// `"dense"` or `"conv2d"`.
+    pub kind: &'static str,
     /// The weight factor `a`: integer weights are `round(a·w)`.
     pub weight_factor: f64,
     /// Largest integer weight magnitude.
@@ -146,7 +170,7 @@ pub struct Quantized {
     /// Proven interval of every element of every activation of `network`
     /// (`[input, after layer 0, …]`), from [`interval_bounds`].
     pub bounds: Vec<Vec<Interval>>,
-    /// One entry per float dense layer.
+    /// One entry per float dense or convolution layer.
     pub dense: Vec<DenseChoice>,
     /// Scale of the outputs (integer per real unit of the float logits).
     pub output_scale: f64,
@@ -229,123 +253,298 @@ pub fn quantize(model: &FloatModel, options: &QuantizeOptions) -> Result<Quantiz
     bail!("no CRT base with k in {}..={} works:\n  {}", options.min_k, options.max_k, reasons.join("\n  "))
 }
 
+/// What a linear layer's output must become, from the layers after it.
+#[derive(Debug, PartialEq)]
+struct LinearPlan {
+    /// Divide after the layer (a hidden layer: another linear layer or a
+    /// residual add follows before any sign or the end).
+    divide: bool,
+    /// Residual add reached before any other linear layer or sign: the float
+    /// activation it adds, and the product of the average-pool sizes between
+    /// this layer and the add (the summands must share one scale).
+    residual: Option<(usize, f64)>,
+    /// A ReLU comes before the next linear layer or add: only the upper
+    /// bound of the outputs matters for the activations handed on.
+    relu_follows: bool,
+}
+
+fn plan_linear(model: &FloatModel, i: usize) -> LinearPlan {
+    let mut growth = 1.0;
+    let mut relu_follows = false;
+    for layer in &model.layers[i + 1..] {
+        match layer {
+            FloatLayer::Dense { .. } | FloatLayer::Conv2d { .. } => {
+                return LinearPlan { divide: true, residual: None, relu_follows };
+            }
+            FloatLayer::Sign => return LinearPlan { divide: false, residual: None, relu_follows },
+            FloatLayer::ResidualAdd { from } if *from <= i => {
+                return LinearPlan { divide: true, residual: Some((*from, growth)), relu_follows };
+            }
+            // An add inside the segment sees the values before any ReLU.
+            FloatLayer::ResidualAdd { .. } => relu_follows = false,
+            FloatLayer::AvgPool { kernel, .. } => growth *= (kernel[0] * kernel[1]) as f64,
+            FloatLayer::Relu => relu_follows = true,
+            _ => {}
+        }
+    }
+    LinearPlan { divide: false, residual: None, relu_follows }
+}
+
+/// The integer network being built, with the proven bounds, shape and scale
+/// of every activation so far.
+struct Builder<'a> {
+    base: &'a CrtBase,
+    layers: Vec<IntLayer>,
+    acts: Vec<Vec<Interval>>,
+    shapes: Vec<Vec<usize>>,
+    scales: Vec<f64>,
+}
+
+impl Builder<'_> {
+    fn push(&mut self, layer: IntLayer, shape: Vec<usize>, scale: f64) -> Result<()> {
+        let n = self.acts.len() - 1;
+        let y = layer_bounds(&layer, &self.shapes[n], &shape, &self.acts)?;
+        self.layers.push(layer);
+        self.acts.push(y);
+        self.shapes.push(shape);
+        self.scales.push(scale);
+        Ok(())
+    }
+
+    fn last(&self) -> usize {
+        self.acts.len() - 1
+    }
+}
+
+/// The integer layer of a float dense or convolution layer for weight
+/// factor `a`, input scale `s` and extra bias `offset`.
+fn int_linear(layer: &FloatLayer, a: f64, s: f64, offset: i64) -> Result<IntLayer> {
+    Ok(match layer {
+        FloatLayer::Dense { inputs, outputs, weights, bias } => {
+            let (weights, bias) = quantize_dense(weights, bias, a, s, offset)?;
+            IntLayer::Dense { inputs: *inputs, outputs: *outputs, weights, bias }
+        }
+        FloatLayer::Conv2d { in_channels, out_channels, kernel, stride, weights, bias, .. } => {
+            let (weights, bias) = quantize_dense(weights, bias, a, s, offset)?;
+            IntLayer::Conv2d {
+                in_channels: *in_channels,
+                out_channels: *out_channels,
+                kernel: *kernel,
+                stride: *stride,
+                padding: layer.padding(),
+                weights,
+                bias,
+            }
+        }
+        other => bail!("internal: {} is not a linear layer", other.name()),
+    })
+}
+
+fn int_weights(layer: &IntLayer) -> &[i64] {
+    match layer {
+        IntLayer::Dense { weights, .. } | IntLayer::Conv2d { weights, .. } => weights,
+        _ => &[],
+    }
+}
+
 /// Quantises `model` on the given base (see the module documentation), or
 /// explains why the base is too small.
 pub fn quantize_on(model: &FloatModel, options: &QuantizeOptions, base: &CrtBase) -> Result<Quantized> {
-    model.validate()?;
+    let model = &model.fold_batch_norms()?;
+    let float_shapes = model.shapes()?;
     let input_range = Interval::new(model.input.min as i128, model.input.max as i128);
     ensure!(fits(base, input_range), "the input range does not fit the base");
-    let mut x = vec![input_range; model.input_len()];
-    let mut scale = 1.0 / model.input.scale;
-    let mut layers = Vec::new();
+    let mut b = Builder {
+        base,
+        layers: Vec::new(),
+        acts: vec![vec![input_range; model.input_len()]],
+        shapes: vec![model.input.shape.clone()],
+        scales: vec![1.0 / model.input.scale],
+    };
+    // Integer activation standing for each float activation.
+    let mut float_to_int = vec![0usize];
     let mut dense = Vec::new();
     let all_divisors = divisors(base);
-    let mut skip_next = false;
     for (i, layer) in model.layers.iter().enumerate() {
-        if std::mem::take(&mut skip_next) {
-            continue;
-        }
+        let out_shape = float_shapes[i + 1].clone();
+        let scale = b.scales[b.last()];
         match layer {
-            FloatLayer::Flatten => layers.push(IntLayer::Flatten),
-            FloatLayer::Relu => {
-                layers.push(IntLayer::Relu);
-                x.iter_mut().for_each(|v| *v = Interval::new(v.lo.max(0), v.hi.max(0)));
+            FloatLayer::Flatten => b.push(IntLayer::Flatten, out_shape, scale)?,
+            FloatLayer::Reshape { shape } => b.push(IntLayer::Reshape { shape: shape.clone() }, out_shape, scale)?,
+            FloatLayer::Relu => b.push(IntLayer::Relu, out_shape, scale)?,
+            FloatLayer::Sign => b.push(IntLayer::Sign, out_shape, 1.0)?,
+            FloatLayer::MaxPool { kernel, stride } => {
+                b.push(IntLayer::MaxPool { kernel: *kernel, stride: *stride }, out_shape, scale)?
             }
-            FloatLayer::Sign => {
-                layers.push(IntLayer::Sign);
-                x = vec![Interval::new(-1, 1); x.len()];
-                scale = 1.0;
-            }
-            FloatLayer::Dense { inputs, outputs, weights, bias } => {
-                let next = model.layers.get(i + 1);
-                let ctx = || format!("layer {i} (dense {inputs}→{outputs})");
-                // 1. The largest weight factor whose outputs fit the base,
-                //    leaving room for the rounding offset of a division.
-                let fits_with = |a: f64, slack: i128| -> bool {
-                    match quantize_dense(weights, bias, a, scale, 0) {
-                        Ok((wq, bq)) => dense_bounds(*inputs, &wq, &bq, &x)
-                            .iter()
-                            .all(|iv| fits(base, Interval::new(iv.lo - slack, iv.hi + slack))),
-                        Err(_) => false,
-                    }
-                };
-                let mut slack = 0i128;
-                let (wq, bq, a, out, divisor) = loop {
-                    let (mut lo, mut hi) = (1e-12f64, base.product() as f64);
-                    ensure!(fits_with(lo, slack), "{}: does not fit even with negligible weights", ctx());
-                    for _ in 0..80 {
-                        let mid = (lo * hi).sqrt();
-                        if fits_with(mid, slack) { lo = mid } else { hi = mid }
-                    }
-                    let a = lo;
-                    let (wq, bq) = quantize_dense(weights, bias, a, scale, 0)?;
-                    let out = dense_bounds(*inputs, &wq, &bq, &x);
-                    // 2. The division after a hidden ReLU layer.
-                    let divisor = if matches!(next, Some(FloatLayer::Relu)) {
-                        let top = out.iter().map(|iv| iv.hi).max().unwrap_or(0).max(1);
-                        choose_divisor(base, &all_divisors, top, options.activation_bits).with_context(|| {
-                            format!("{}: no divisor brings {top} below 2^{}", ctx(), options.activation_bits)
-                        })?
-                    } else {
-                        None
-                    };
-                    let need = divisor.map_or(0, |(d, _)| (d / 2) as i128);
-                    if need <= slack {
-                        break (wq, bq, a, out, divisor);
-                    }
-                    slack = need;
-                };
-                let max_abs_weight = wq.iter().map(|w| w.abs()).max().unwrap_or(0);
+            // The sum stands for n times the mean: the 1/n goes into the scale.
+            FloatLayer::AvgPool { kernel, stride } => b.push(
+                IntLayer::SumPool { kernel: *kernel, stride: *stride },
+                out_shape,
+                scale * (kernel[0] * kernel[1]) as f64,
+            )?,
+            FloatLayer::ResidualAdd { from } => {
+                let j = float_to_int[*from];
+                let (sj, s) = (b.scales[j], scale);
                 ensure!(
-                    max_abs_weight >= options.min_weight_magnitude,
-                    "{}: largest integer weight {max_abs_weight} < {} (too little precision on this base)",
-                    ctx(),
-                    options.min_weight_magnitude
+                    (sj - s).abs() <= 1e-9 * s.abs().max(sj.abs()),
+                    "layer {i} (residual_add): the summands have scales {sj} and {s} (an unsupported graph between them)"
                 );
-                let offset = divisor.map_or(0, |(d, _)| (d / 2) as i64);
-                let bq: Vec<i64> = bq.iter().map(|b| b + offset).collect();
-                let out: Vec<Interval> =
-                    out.iter().map(|iv| Interval::new(iv.lo + offset as i128, iv.hi + offset as i128)).collect();
-                let output_bound = Interval::hull(out.iter().copied());
-                layers.push(IntLayer::Dense { inputs: *inputs, outputs: *outputs, weights: wq, bias: bq });
-                scale *= a;
-                x = out;
-                match next {
-                    Some(FloatLayer::Relu) => {
-                        if let Some((d, _)) = divisor {
-                            layers.push(IntLayer::Rescale { divisor: d, rounding: Rounding::Floor });
-                            scale /= d as f64;
-                            let r = |v: i128| Rounding::Floor.divide(v, d);
-                            x.iter_mut().for_each(|v| *v = Interval::new(r(v.lo), r(v.hi)));
-                        }
-                        layers.push(IntLayer::Relu);
-                        x.iter_mut().for_each(|v| *v = Interval::new(v.lo.max(0), v.hi.max(0)));
-                        skip_next = true;
-                    }
-                    Some(FloatLayer::Sign) => {
-                        layers.push(IntLayer::Sign);
-                        x = vec![Interval::new(-1, 1); x.len()];
-                        scale = 1.0;
-                        skip_next = true;
-                    }
-                    _ => {}
-                }
-                dense.push(DenseChoice {
-                    float_layer: i,
-                    weight_factor: a,
-                    max_abs_weight,
-                    output_bound,
-                    divisor: divisor.map(|(d, _)| d),
-                    divisor_cost: divisor.map_or(0, |(_, c)| c),
-                    output_scale: scale,
-                });
+                b.push(IntLayer::ResidualAdd { from: j }, out_shape, scale)?
+            }
+            FloatLayer::BatchNorm { .. } => bail!("internal: batch normalisation left after folding"),
+            FloatLayer::Dense { .. } | FloatLayer::Conv2d { .. } => {
+                let choice =
+                    quantize_linear(&mut b, model, i, layer, out_shape, options, &all_divisors, &float_to_int)?;
+                dense.push(choice);
             }
         }
+        float_to_int.push(b.last());
     }
-    let network = IntNetwork::new(model.input.shape.clone(), layers, base.clone())?;
+    let output_scale = b.scales[b.last()];
+    let network = IntNetwork::new(model.input.shape.clone(), b.layers, base.clone())?;
+    // The judge: bounds recomputed over the whole network, then checked.
     let bounds = interval_bounds(&network, input_range)?;
     check_ranges(&network, &bounds)?;
-    Ok(Quantized { network, input_range, bounds, dense, output_scale: scale })
+    Ok(Quantized { network, input_range, bounds, dense, output_scale })
+}
+
+/// Quantises one dense or convolution layer (and the division after it)
+/// into the builder.
+#[allow(clippy::too_many_arguments)]
+fn quantize_linear(
+    b: &mut Builder,
+    model: &FloatModel,
+    i: usize,
+    layer: &FloatLayer,
+    out_shape: Vec<usize>,
+    options: &QuantizeOptions,
+    all_divisors: &[u64],
+    float_to_int: &[usize],
+) -> Result<DenseChoice> {
+    let base = b.base;
+    let ctx = || format!("layer {i} ({})", layer.name());
+    let scale = b.scales[b.last()];
+    let in_shape = b.shapes[b.last()].clone();
+    let plan = plan_linear(model, i);
+    // Proven outputs of the integer layer for weight factor `a` and offset.
+    let bounds_for = |a: f64, offset: i64| -> Result<(IntLayer, Vec<Interval>)> {
+        let il = int_linear(layer, a, scale, offset)?;
+        let y = layer_bounds(&il, &in_shape, &out_shape, &b.acts)?;
+        Ok((il, y))
+    };
+    let fits_with = |a: f64, slack: i128| -> bool {
+        match bounds_for(a, 0) {
+            Ok((_, y)) => y.iter().all(|iv| fits(base, Interval::new(iv.lo - slack, iv.hi + slack))),
+            Err(_) => false,
+        }
+    };
+    let (il, out, a, divisor) = if let Some((from, growth)) = plan.residual {
+        // The output after division must have the other summand's scale:
+        // a = target·d/scale; the largest divisor that fits keeps the most
+        // weight precision.
+        let target = b.scales[float_to_int[from]] / growth;
+        let mut best = None;
+        // Outputs grow with d (a is proportional to it): stop at the first
+        // divisor that no longer fits.
+        for d in std::iter::once(1u64).chain(all_divisors.iter().copied()) {
+            let a = target * d as f64 / scale;
+            let slack = (d / 2) as i128;
+            if !fits_with(a, slack) {
+                break;
+            }
+            best = Some((d, a));
+        }
+        let (d, a) = best.with_context(|| format!("{}: no divisor fits the residual branch on this base", ctx()))?;
+        let offset = (d / 2) as i64;
+        let (il, out) = bounds_for(a, offset)?;
+        let divisor = (d > 1).then(|| Ok::<_, anyhow::Error>((d, rescale_cost(base, d)?))).transpose()?;
+        (il, out, a, divisor)
+    } else {
+        // 1. The largest weight factor whose outputs fit the base, leaving
+        //    room for the rounding offset of a division. The bound is
+        //    linear in `a` up to rounding, so one evaluation with weights
+        //    of about 2^20 brackets it.
+        let max_w = match layer {
+            FloatLayer::Dense { weights, .. } | FloatLayer::Conv2d { weights, .. } => {
+                weights.iter().fold(0.0f64, |m, w| m.max(w.abs()))
+            }
+            _ => 0.0,
+        };
+        let probe = if max_w > 0.0 { (1u64 << 20) as f64 / max_w } else { 1.0 };
+        let estimate = bounds_for(probe, 0).ok().map(|(_, y)| {
+            let top = y.iter().map(|iv| iv.lo.abs().max(iv.hi.abs())).max().unwrap_or(1).max(1);
+            probe * base.max_value() as f64 / top as f64
+        });
+        let mut slack = 0i128;
+        loop {
+            let (mut lo, mut hi) = match estimate {
+                Some(e) if fits_with(e / 2.0, slack) => (e / 2.0, e * 2.0),
+                _ => (1e-12, base.product() as f64),
+            };
+            ensure!(fits_with(lo, slack), "{}: does not fit even with negligible weights", ctx());
+            if fits_with(hi, slack) {
+                lo = hi;
+            }
+            for _ in 0..48 {
+                let mid = (lo * hi).sqrt();
+                if fits_with(mid, slack) {
+                    lo = mid
+                } else {
+                    hi = mid
+                }
+                // The largest a to float precision, as a full search finds it.
+                if hi / lo < 1.0 + 1e-12 {
+                    break;
+                }
+            }
+            let a = lo;
+            let (_, out) = bounds_for(a, 0)?;
+            // 2. The division after a hidden layer.
+            let divisor = if plan.divide {
+                let reach = |iv: &Interval| if plan.relu_follows { iv.hi } else { iv.hi.max(-iv.lo) };
+                let top = out.iter().map(reach).max().unwrap_or(0).max(1);
+                choose_divisor(base, all_divisors, top, options.activation_bits).with_context(|| {
+                    format!("{}: no divisor brings {top} below 2^{}", ctx(), options.activation_bits)
+                })?
+            } else {
+                None
+            };
+            let need = divisor.map_or(0, |(d, _)| (d / 2) as i128);
+            if need <= slack {
+                let (il, out) = bounds_for(a, need as i64)?;
+                break (il, out, a, divisor);
+            }
+            slack = need;
+        }
+    };
+    let max_abs_weight = int_weights(&il).iter().map(|w| w.abs()).max().unwrap_or(0);
+    ensure!(
+        max_abs_weight >= options.min_weight_magnitude,
+        "{}: largest integer weight {max_abs_weight} < {} (too little precision on this base)",
+        ctx(),
+        options.min_weight_magnitude
+    );
+    let output_bound = Interval::hull(out.iter().copied());
+    let mut out_scale = scale * a;
+    b.push(il, out_shape.clone(), out_scale)?;
+    if let Some((d, _)) = divisor {
+        out_scale /= d as f64;
+        b.push(IntLayer::Rescale { divisor: d, rounding: Rounding::Floor }, out_shape, out_scale)?;
+    }
+    Ok(DenseChoice {
+        float_layer: i,
+        kind: layer.name(),
+        weight_factor: a,
+        max_abs_weight,
+        output_bound,
+        divisor: divisor.map(|(d, _)| d),
+        divisor_cost: divisor.map_or(0, |(_, c)| c),
+        output_scale: out_scale,
+    })
+}
+
+fn rescale_cost(base: &CrtBase, d: u64) -> Result<u64> {
+    Ok(Rescale::new(base, d, Rounding::Floor).map_err(|e| anyhow::anyhow!("rescale by {d}: {e:?}"))?.cost())
 }
 
 /// The divisor for a hidden layer whose proven outputs are at most `top`:
@@ -359,9 +558,7 @@ fn choose_divisor(base: &CrtBase, divisors: &[u64], top: i128, bits: u32) -> Res
         return Ok(None);
     }
     let ok = |d: u64| (top + d as i128 - 1) / d as i128 <= cap;
-    let cost = |d: u64| -> Result<u64> {
-        Ok(Rescale::new(base, d, Rounding::Floor).map_err(|e| anyhow::anyhow!("rescale by {d}: {e:?}"))?.cost())
-    };
+    let cost = |d: u64| rescale_cost(base, d);
     let window: Vec<u64> = divisors.iter().copied().filter(|&d| ok(d) && 2 * top > cap * d as i128).collect();
     let mut best: Option<(u64, u64)> = None;
     for d in window {
@@ -387,69 +584,78 @@ pub fn interval_bounds(net: &IntNetwork, input: Interval) -> Result<Vec<Vec<Inte
     let n_in: usize = net.input_shape.iter().product();
     let mut acts: Vec<Vec<Interval>> = vec![vec![input; n_in]];
     for (li, layer) in net.layers.iter().enumerate() {
-        let x = &acts[li];
-        let ctx = || format!("layer {li} ({})", layer.name());
-        let y: Vec<Interval> = match layer {
-            IntLayer::Dense { inputs, weights, bias, .. } => {
-                ensure!(weights.iter().chain(bias).all(|w| w.abs() < 1 << 62), "{}: weight too large", ctx());
-                dense_bounds(*inputs, weights, bias, x)
-            }
-            IntLayer::Conv2d { in_channels, out_channels, kernel, stride, padding, weights, bias } => {
-                let (&[_, h, w], &[_, oh, ow]) = (shapes[li].as_slice(), shapes[li + 1].as_slice()) else {
-                    bail!("{}: not a [C, H, W] tensor", ctx());
-                };
-                let [kh, kw] = *kernel;
-                let mut y = Vec::with_capacity(out_channels * oh * ow);
-                for (oc, &b) in bias.iter().enumerate().take(*out_channels) {
-                    for r in 0..oh {
-                        for c in 0..ow {
-                            let mut acc = Interval::new(b as i128, b as i128);
-                            for (wi, xi) in conv_taps([*in_channels, h, w], [kh, kw], *stride, *padding, oc, [r, c]) {
-                                acc = acc.add(x[xi].scale(weights[wi] as i128));
-                            }
-                            y.push(acc);
-                        }
-                    }
-                }
-                y
-            }
-            IntLayer::SumPool { kernel, stride } | IntLayer::MaxPool { kernel, stride } => {
-                let (&[ch, h, w], &[_, oh, ow]) = (shapes[li].as_slice(), shapes[li + 1].as_slice()) else {
-                    bail!("{}: not a [C, H, W] tensor", ctx());
-                };
-                let sum = matches!(layer, IntLayer::SumPool { .. });
-                let mut y = Vec::with_capacity(ch * oh * ow);
-                for c in 0..ch {
-                    for r in 0..oh {
-                        for col in 0..ow {
-                            let win = (0..kernel[0]).flat_map(|dy| {
-                                (0..kernel[1]).map(move |dx| x[(c * h + r * stride[0] + dy) * w + col * stride[1] + dx])
-                            });
-                            y.push(if sum {
-                                win.fold(Interval::new(0, 0), Interval::add)
-                            } else {
-                                Interval::hull(win)
-                            });
-                        }
-                    }
-                }
-                y
-            }
-            IntLayer::Relu => x.iter().map(|v| Interval::new(v.lo.max(0), v.hi.max(0))).collect(),
-            IntLayer::Sign => x.iter().map(|_| Interval::new(-1, 1)).collect(),
-            IntLayer::Rescale { divisor, rounding } => x
-                .iter()
-                .map(|v| Interval::new(rounding.divide(v.lo, *divisor), rounding.divide(v.hi, *divisor)))
-                .collect(),
-            IntLayer::Flatten | IntLayer::Reshape { .. } => x.clone(),
-            IntLayer::ResidualAdd { from } => {
-                let other = acts.get(*from).with_context(|| format!("{}: no activation {from}", ctx()))?;
-                x.iter().zip(other).map(|(a, b)| a.add(*b)).collect()
-            }
-        };
+        let y = layer_bounds(layer, &shapes[li], &shapes[li + 1], &acts)
+            .with_context(|| format!("layer {li} ({})", layer.name()))?;
         acts.push(y);
     }
     Ok(acts)
+}
+
+/// Proven interval of every output element of one layer, from the proven
+/// intervals of the activations before it (`acts`, the last one is the
+/// layer's input). Shapes are the layer's input and output shapes.
+fn layer_bounds(
+    layer: &IntLayer,
+    in_shape: &[usize],
+    out_shape: &[usize],
+    acts: &[Vec<Interval>],
+) -> Result<Vec<Interval>> {
+    let x = acts.last().context("no input activation")?;
+    Ok(match layer {
+        IntLayer::Dense { inputs, weights, bias, .. } => {
+            ensure!(weights.iter().chain(bias).all(|w| w.abs() < 1 << 62), "weight too large");
+            dense_bounds(*inputs, weights, bias, x)
+        }
+        IntLayer::Conv2d { in_channels, out_channels, kernel, stride, padding, weights, bias } => {
+            let (&[_, h, w], &[_, oh, ow]) = (in_shape, out_shape) else {
+                bail!("not a [C, H, W] tensor");
+            };
+            ensure!(weights.iter().chain(bias).all(|w| w.abs() < 1 << 62), "weight too large");
+            let [kh, kw] = *kernel;
+            let mut y = Vec::with_capacity(out_channels * oh * ow);
+            for (oc, &b) in bias.iter().enumerate().take(*out_channels) {
+                for r in 0..oh {
+                    for c in 0..ow {
+                        let mut acc = Interval::new(b as i128, b as i128);
+                        for (wi, xi) in conv_taps([*in_channels, h, w], [kh, kw], *stride, *padding, oc, [r, c]) {
+                            acc = acc.add(x[xi].scale(weights[wi] as i128));
+                        }
+                        y.push(acc);
+                    }
+                }
+            }
+            y
+        }
+        IntLayer::SumPool { kernel, stride } | IntLayer::MaxPool { kernel, stride } => {
+            let (&[ch, h, w], &[_, oh, ow]) = (in_shape, out_shape) else {
+                bail!("not a [C, H, W] tensor");
+            };
+            let sum = matches!(layer, IntLayer::SumPool { .. });
+            let mut y = Vec::with_capacity(ch * oh * ow);
+            for c in 0..ch {
+                for r in 0..oh {
+                    for col in 0..ow {
+                        let win = (0..kernel[0]).flat_map(|dy| {
+                            (0..kernel[1]).map(move |dx| x[(c * h + r * stride[0] + dy) * w + col * stride[1] + dx])
+                        });
+                        y.push(if sum { win.fold(Interval::new(0, 0), Interval::add) } else { Interval::hull(win) });
+                    }
+                }
+            }
+            y
+        }
+        IntLayer::Relu => x.iter().map(|v| Interval::new(v.lo.max(0), v.hi.max(0))).collect(),
+        IntLayer::Sign => x.iter().map(|_| Interval::new(-1, 1)).collect(),
+        IntLayer::Rescale { divisor, rounding } => {
+            x.iter().map(|v| Interval::new(rounding.divide(v.lo, *divisor), rounding.divide(v.hi, *divisor))).collect()
+        }
+        IntLayer::Flatten | IntLayer::Reshape { .. } => x.clone(),
+        IntLayer::ResidualAdd { from } => {
+            let other = acts.get(*from).with_context(|| format!("no activation {from}"))?;
+            ensure!(other.len() == x.len(), "residual summands differ in length");
+            x.iter().zip(other).map(|(a, b)| a.add(*b)).collect()
+        }
+    })
 }
 
 /// Fails unless every interval lies in the signed range of the base. For

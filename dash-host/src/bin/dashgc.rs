@@ -6,7 +6,7 @@
 //!   `dashgc demo --toy`: the small CRT walk-through (garble, evaluate,
 //!   verify, tamper).
 //! * `dashgc run --model FILE --mnist IMAGES LABELS [--limit N] [--json]`:
-//!   the same on a given model file and IDX files.
+//!   the same on a given model file (ONNX or the JSON format) and IDX files.
 //! * `dashgc serve --listen ADDR --model FILE`: the evaluator as a server
 //!   (first line of standard output: `listening on ADDR`).
 //! * `dashgc query --server ADDR --model FILE (--input IMAGE | --mnist
@@ -20,7 +20,7 @@
 #![deny(missing_docs)]
 
 use clap::{Args, Parser, Subcommand};
-use dash_host::{bench, demo, inference, mnist, model, offload, protocol, quantize, rng};
+use dash_host::{bench, demo, inference, mnist, model, offload, onnx, protocol, quantize, rng};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -67,9 +67,24 @@ struct CostsArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Model file (the project's JSON model format, see models/README.md).
+    /// Model file: ONNX (`.onnx`) or the project's JSON model format (see
+    /// models/README.md).
     #[arg(long)]
     model: PathBuf,
+    /// ONNX models: float value of one integer input unit (the model sees
+    /// pixel · SCALE; MNIST trained on x/255: 1/255).
+    #[arg(long, default_value_t = 1.0 / 255.0)]
+    input_scale: f64,
+    /// ONNX models: smallest integer input value.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    input_min: i64,
+    /// ONNX models: largest integer input value.
+    #[arg(long, default_value_t = 255, allow_hyphen_values = true)]
+    input_max: i64,
+    /// ONNX models: read Tanh, Clip(-1, 1) and HardTanh as the sign
+    /// activation (sign networks trained with a tanh surrogate).
+    #[arg(long)]
+    tanh_as_sign: bool,
     /// MNIST image and label files (IDX, raw or gzipped).
     #[arg(long, num_args = 2, value_names = ["IMAGES", "LABELS"], required = true)]
     mnist: Vec<PathBuf>,
@@ -236,7 +251,18 @@ fn run_run(args: RunArgs) -> anyhow::Result<bool> {
     let [images, labels] = args.mnist.as_slice() else {
         anyhow::bail!("--mnist takes two files: IMAGES LABELS");
     };
-    let model = model::FloatModel::load(&args.model)?;
+    let is_onnx = args.model.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    let model = if is_onnx {
+        let options = onnx::ImportOptions {
+            input_min: args.input_min,
+            input_max: args.input_max,
+            input_scale: args.input_scale,
+            tanh_as_sign: args.tanh_as_sign,
+        };
+        onnx::import_file(&args.model, &options)?
+    } else {
+        model::FloatModel::load(&args.model)?
+    };
     let data = mnist::load(images, labels).context("reading the MNIST files")?;
     let device = offload::select_device(args.device);
     eprintln!("{}", device.message);
