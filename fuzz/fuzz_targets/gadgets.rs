@@ -238,7 +238,10 @@ fuzz_target!(|case: Case| {
     let arity = gadget.arity(case.values.len());
     let window = matches!(
         gadget,
-        Gadget::Sign { kind: SignKind::LessThan | SignKind::GreaterEqual | SignKind::MaxWindow | SignKind::MinWindow, .. }
+        Gadget::Sign {
+            kind: SignKind::LessThan | SignKind::GreaterEqual | SignKind::MaxWindow | SignKind::MinWindow,
+            ..
+        }
     );
     // Comparisons are specified for values in [-Q/4, Q/4] (their difference
     // must not wrap); everything else takes the whole signed range.
@@ -248,9 +251,8 @@ fuzz_target!(|case: Case| {
     } else {
         (base.min_value(), base.product() as i128)
     };
-    let xs: Vec<i128> = (0..arity)
-        .map(|i| lo + (case.values.get(i).copied().unwrap_or(0) as i128).rem_euclid(span))
-        .collect();
+    let xs: Vec<i128> =
+        (0..arity).map(|i| lo + (case.values.get(i).copied().unwrap_or(0) as i128).rem_euclid(span)).collect();
 
     // Plaintext against the integer reference.
     let inputs: Vec<Bundle<PlainWire>> = xs.iter().map(|&x| plain_bundle(&base, x)).collect();

@@ -65,7 +65,8 @@ fuzz_target!(|case: Case| {
     let zero = keys.input_bundle(&base, &mut rng).unwrap();
     let q = base.product() as i128;
     let value = base.min_value() + (case.value as i128).rem_euclid(q);
-    let honest: Vec<Block> = keys.encode_bundle(&base, &zero, value).unwrap().wires().iter().map(Label::to_block).collect();
+    let honest: Vec<Block> =
+        keys.encode_bundle(&base, &zero, value).unwrap().wires().iter().map(Label::to_block).collect();
     let mut returned = honest.clone();
     for &(i, bits) in &case.returned {
         let i = i as usize % returned.len();

@@ -19,12 +19,26 @@ use std::sync::OnceLock;
 
 #[derive(Arbitrary, Debug)]
 enum Edit {
-    Xor { at: u32, mask: u8 },
-    Set { at: u32, value: u8 },
-    Truncate { at: u32 },
-    Insert { at: u32, bytes: Vec<u8> },
+    Xor {
+        at: u32,
+        mask: u8,
+    },
+    Set {
+        at: u32,
+        value: u8,
+    },
+    Truncate {
+        at: u32,
+    },
+    Insert {
+        at: u32,
+        bytes: Vec<u8>,
+    },
     /// Overwrite 8 bytes with a little-endian integer (counts, sizes).
-    Word { at: u32, value: u64 },
+    Word {
+        at: u32,
+        value: u64,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -62,7 +76,12 @@ fn fixture() -> &'static Fixture {
             IntLayer::MaxPool { kernel: [2, 2], stride: [2, 2] },
             IntLayer::Rescale { divisor: 5, rounding: Rounding::Nearest },
             IntLayer::Flatten,
-            IntLayer::Dense { inputs: 8, outputs: 3, weights: (0..24).map(|i| (i % 7) - 3).collect(), bias: vec![1, 0, -1] },
+            IntLayer::Dense {
+                inputs: 8,
+                outputs: 3,
+                weights: (0..24).map(|i| (i % 7) - 3).collect(),
+                bias: vec![1, 0, -1],
+            },
         ];
         let net: &'static IntNetwork = Box::leak(Box::new(IntNetwork::new(vec![1, 4, 4], layers, base).unwrap()));
         let plan = Plan::new(net).unwrap();
@@ -131,10 +150,8 @@ fuzz_target!(|case: Case| {
 
     // Returned labels from untrusted bytes: decoded or rejected, and a
     // wrong label never decodes to a wrong value.
-    let blocks: Vec<Block> = stream
-        .chunks_exact(16)
-        .map(|c| Block(u128::from_le_bytes(c.try_into().unwrap())))
-        .collect();
+    let blocks: Vec<Block> =
+        stream.chunks_exact(16).map(|c| Block(u128::from_le_bytes(c.try_into().unwrap()))).collect();
     let shape = f.plan.output_shape();
     if let Ok(t) = CrtTensor::from_blocks(&f.plan.network().base, shape, &blocks) {
         assert_eq!(t.to_blocks(), blocks, "from_blocks then to_blocks must round-trip");

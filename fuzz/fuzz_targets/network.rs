@@ -24,18 +24,42 @@ const MAX_NONLINEAR: usize = 64;
 
 #[derive(Arbitrary, Debug)]
 enum LayerSpec {
-    Dense { outputs: u8, weights: Vec<i8>, bias: Vec<i16> },
-    Conv { out_channels: u8, kernel: [u8; 2], stride: [u8; 2], pad: [u8; 4], weights: Vec<i8>, bias: Vec<i16> },
-    MaxPool { kernel: [u8; 2], stride: [u8; 2] },
-    SumPool { kernel: [u8; 2], stride: [u8; 2] },
+    Dense {
+        outputs: u8,
+        weights: Vec<i8>,
+        bias: Vec<i16>,
+    },
+    Conv {
+        out_channels: u8,
+        kernel: [u8; 2],
+        stride: [u8; 2],
+        pad: [u8; 4],
+        weights: Vec<i8>,
+        bias: Vec<i16>,
+    },
+    MaxPool {
+        kernel: [u8; 2],
+        stride: [u8; 2],
+    },
+    SumPool {
+        kernel: [u8; 2],
+        stride: [u8; 2],
+    },
     Relu,
     Sign,
-    Rescale { divisor_mask: u8, rounding: u8 },
+    Rescale {
+        divisor_mask: u8,
+        rounding: u8,
+    },
     Flatten,
     /// To `[c, h, w]` with `c` from the fuzzer (when it divides the length)
     /// and the rest as square as it goes.
-    Reshape { channels: u8 },
-    Residual { back: u8 },
+    Reshape {
+        channels: u8,
+    },
+    Residual {
+        back: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -63,7 +87,8 @@ fn small(x: u8, max: usize) -> usize {
 /// Turns the fuzzer's layer specs into layers valid for the running shape;
 /// specs that cannot apply are skipped.
 fn build(case: &Case, base: &CrtBase) -> Option<IntNetwork> {
-    let input_shape = vec![small(case.input[0], MAX_CHANNELS), small(case.input[1], MAX_SIDE), small(case.input[2], MAX_SIDE)];
+    let input_shape =
+        vec![small(case.input[0], MAX_CHANNELS), small(case.input[1], MAX_SIDE), small(case.input[2], MAX_SIDE)];
     let mut shapes = vec![input_shape.clone()];
     let mut layers = Vec::new();
     let mut nonlinear = 0usize;
