@@ -149,11 +149,11 @@ fn build(case: &Case, base: &CrtBase) -> Option<IntNetwork> {
             LayerSpec::Flatten => IntLayer::Flatten,
             LayerSpec::Reshape { channels } => {
                 let c = small(*channels, MAX_CHANNELS);
-                if n % c != 0 {
+                if !n.is_multiple_of(c) {
                     continue;
                 }
                 let hw = n / c;
-                let h = (1..=hw).rev().find(|h| hw % h == 0 && h * h <= hw).unwrap_or(1);
+                let h = (1..=hw).rev().find(|h| hw.is_multiple_of(*h) && h * h <= hw).unwrap_or(1);
                 IntLayer::Reshape { shape: vec![c, h, hw / h] }
             }
             LayerSpec::Residual { back } => {
@@ -228,10 +228,10 @@ fuzz_target!(|case: Case| {
     if let Some((at, bit)) = case.flip {
         let at = at as usize % material.len();
         material[at] ^= 1 << (bit % 8);
-        if let Ok(out) = engine::evaluate(&plan, material.as_slice(), &labels) {
-            if let Ok(got) = session.decode_output(&out.to_blocks()) {
-                assert_eq!(got, want, "tampered material gave a wrong value that passed the output check");
-            }
+        if let Ok(out) = engine::evaluate(&plan, material.as_slice(), &labels)
+            && let Ok(got) = session.decode_output(&out.to_blocks())
+        {
+            assert_eq!(got, want, "tampered material gave a wrong value that passed the output check");
         }
     }
 });
