@@ -387,6 +387,7 @@ mod tests {
         (2..=crate::MAX_MODULUS).filter_map(|p| Modulus::new(p).ok())
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn pack_roundtrips_and_is_bounded_for_every_modulus() {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
@@ -407,6 +408,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn unpack_inverts_pack_on_random_and_edge_integers() {
         let mut rng = ChaCha20Rng::seed_from_u64(4);
@@ -427,6 +429,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn pack_with_powers_equals_pack() {
         let mut rng = ChaCha20Rng::seed_from_u64(6);
@@ -450,6 +453,7 @@ mod tests {
         assert_eq!(l.to_block().0, 5 + 3 * 17 + 17u128.pow(30));
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn from_hash_digits_are_reduced_and_spread() {
         let mut rng = ChaCha20Rng::seed_from_u64(2);
@@ -465,6 +469,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn arithmetic_is_digitwise() {
         let mut rng = ChaCha20Rng::seed_from_u64(3);

@@ -547,6 +547,7 @@ mod tests {
 
     const ROUNDINGS: [Rounding; 3] = [Rounding::Floor, Rounding::Nearest, Rounding::Ceil];
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn exhaustive_every_divisor_and_rounding_k_up_to_4() {
         for k in 2..=4 {
@@ -559,6 +560,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn exhaustive_k5_and_k6_selected_divisors() {
         let base = CrtBase::first(5).unwrap();
@@ -599,6 +601,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn non_standard_bases() {
         // Odd Q (no 2), primes out of order, larger primes.
@@ -630,6 +633,7 @@ mod tests {
         assert_eq!(r.apply(&mut Plaintext, &other).unwrap_err(), Error::LengthMismatch);
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn costs_at_k7_and_moduli_prime() {
         let base = CrtBase::first(7).unwrap();
@@ -644,6 +648,7 @@ mod tests {
         assert!(cheapest <= 250);
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn halving_exhaustive_k_up_to_5_and_repeated() {
         for k in 2..=5 {
@@ -666,6 +671,7 @@ mod tests {
         assert_eq!(Halving::new(&CrtBase::new(&[2]).unwrap()).unwrap_err(), Error::InvalidParameter);
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn halving_exhaustive_k6_and_unordered_base() {
         let base = CrtBase::first(6).unwrap();
