@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Miri on dash-core's unit tests: undefined behaviour in dash-core or in its
+# Miri on dash-core's unit tests and doctests: undefined behaviour in dash-core or in its
 # dependencies (dash-core itself forbids unsafe code). Tests too slow for the
 # interpreter are marked #[cfg_attr(miri, ignore)]; docs/FUZZING.md lists them.
 # Run from the repository root: bash .ci/miri.sh
@@ -13,5 +13,5 @@ fi
 rustup component add miri rust-src --toolchain "$NIGHTLY"
 cargo +"$NIGHTLY" miri setup
 start=$(date +%s)
-cargo +"$NIGHTLY" miri test -p dash-core --lib
-echo "miri: dash-core unit tests passed in $(( $(date +%s) - start ))s"
+cargo +"$NIGHTLY" miri test -p dash-core
+echo "miri: dash-core unit tests and doctests passed in $(( $(date +%s) - start ))s"

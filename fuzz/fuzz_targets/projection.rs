@@ -85,12 +85,12 @@ fuzz_target!(|case: Case| {
     let inputs: Vec<Label> = zeros.iter().zip(&xs).map(|(z, &x)| keys.encode(z, x).unwrap()).collect();
 
     let mut tampered = false;
-    if let Some((row, bit)) = case.flip {
-        if !rows.is_empty() {
-            let r = row as usize % rows.len();
-            rows[r].0 ^= 1u128 << (bit % 128);
-            tampered = true;
-        }
+    if let Some((row, bit)) = case.flip
+        && !rows.is_empty()
+    {
+        let r = row as usize % rows.len();
+        rows[r].0 ^= 1u128 << (bit % 128);
+        tampered = true;
     }
 
     // One by one, through the evaluator backend.
