@@ -13,5 +13,6 @@ fi
 rustup component add miri rust-src --toolchain "$NIGHTLY"
 cargo +"$NIGHTLY" miri setup
 start=$(date +%s)
-cargo +"$NIGHTLY" miri test -p dash-core
+cargo +"$NIGHTLY" miri test -p dash-core --lib
+cargo +"$NIGHTLY" miri test -p dash-core --doc
 echo "miri: dash-core unit tests and doctests passed in $(( $(date +%s) - start ))s"
