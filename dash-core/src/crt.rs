@@ -303,6 +303,7 @@ mod tests {
         assert_eq!(CrtBase::new(&[]), Err(Error::InvalidCrtBase));
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn arithmetic_matches_i128_mod_q() {
         let mut rng = ChaCha20Rng::seed_from_u64(5);

@@ -156,6 +156,7 @@ impl FixedKeyHash {
 mod tests {
     use super::*;
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn batch_equals_single_and_tweaks_separate() {
         let h = FixedKeyHash::new();

@@ -552,6 +552,7 @@ mod tests {
         (2..=crate::MAX_MODULUS).filter_map(|p| Modulus::new(p).ok())
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn pack_roundtrips_and_is_bounded_for_every_modulus() {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
@@ -572,6 +573,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn unpack_inverts_pack_on_random_and_edge_integers() {
         let mut rng = ChaCha20Rng::seed_from_u64(4);
@@ -592,6 +594,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn pack_with_powers_equals_pack() {
         let mut rng = ChaCha20Rng::seed_from_u64(6);
@@ -637,6 +640,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     fn from_hash_matches_its_definition_for_every_modulus() {
         let mut rng = ChaCha20Rng::seed_from_u64(9);
         for m in primes() {
@@ -669,6 +673,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn from_hash_digits_are_reduced_and_spread() {
         let mut rng = ChaCha20Rng::seed_from_u64(2);
@@ -684,6 +689,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn arithmetic_is_digitwise() {
         let mut rng = ChaCha20Rng::seed_from_u64(3);

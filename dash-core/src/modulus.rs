@@ -437,6 +437,9 @@ mod tests {
         assert_eq!(Modulus::new(86), Err(Error::NotPrime(86)));
     }
 
+    // Miri perturbs f64 `log2` by a few ULPs on purpose, so `128 / log2(2)`
+    // floors to 127 there; the digit counts are checked natively.
+    #[cfg_attr(miri, ignore = "Miri's deliberately imprecise f64 log2")]
     #[test]
     fn digits_and_entropy() {
         let expect = [(2u16, 128usize), (3, 80), (5, 55), (7, 45), (11, 37), (13, 34), (17, 31), (251, 16)];
@@ -468,6 +471,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn barrett_reduce_is_exact_on_its_whole_domain_edges() {
         for p in [2u16, 3, 251, 919, 3181] {
@@ -478,6 +482,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn division_by_multiplication_is_exact() {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -497,6 +502,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn reduce16_exhaustive_for_short_moduli() {
         for p in (2..=MAX_SHORT_MODULUS).filter(|&p| is_prime(p)) {

@@ -290,6 +290,7 @@ mod tests {
     use rand_chacha::ChaCha20Rng;
     use rand_core::{Rng, SeedableRng};
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn constant_time_rotation_rotates() {
         for m in [2usize, 3, 5, 17, 97, 251] {
@@ -329,6 +330,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn exhaustive_for_primes_up_to_31() {
         let mut rng = ChaCha20Rng::seed_from_u64(11);
@@ -340,6 +342,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn random_inputs_for_every_prime_up_to_251() {
         let mut rng = ChaCha20Rng::seed_from_u64(12);
@@ -350,6 +353,7 @@ mod tests {
         roundtrip(&mut rng, 919, 3, false);
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn batch_evaluation_equals_gate_by_gate() {
         let mut rng = ChaCha20Rng::seed_from_u64(15);
@@ -405,6 +409,7 @@ mod tests {
         assert_eq!(evaluate(&hash, t, &l, m3, &mut src).unwrap_err(), Error::SourceExhausted);
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn tampered_rows_never_yield_a_wrong_valid_label() {
         let mut rng = ChaCha20Rng::seed_from_u64(14);

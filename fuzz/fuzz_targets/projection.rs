@@ -1,21 +1,35 @@
-//! Projection gates with arbitrary tables, moduli and inputs: garbled,
-//! evaluated and decoded, the result equals the table; a flipped bit in the
+//! Projection gates with arbitrary tables, moduli (input moduli up to
+//! `MAX_PROJECTION_INPUT`, any output modulus) and inputs: a batch of gates
+//! is garbled, evaluated one by one through the `Garbler`/`Evaluator`
+//! backends and again with `projection::evaluate_batch`, and decoded; every
+//! result equals the table (the `Plaintext` backend), the row count equals
+//! `projection_rows` and the cost counter, and a flipped bit in the
 //! material never yields a wrong accepted value.
 #![no_main]
 
+use arbitrary::Arbitrary;
+use dash_core::projection::{self, projection_rows};
 use dash_core::{
-    Backend, Block, CostCounter, Evaluator, FixedKeyHash, Garbler, GarblerKeys, MaterialSink, Modulus, PlainWire,
-    Plaintext, SliceSource,
+    Backend, Block, CostCounter, Domain, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Label, MaterialSink, Modulus,
+    PlainWire, Plaintext, SliceSource, Tweak,
 };
 use libfuzzer_sys::fuzz_target;
 use rand_core::SeedableRng;
 
-#[derive(Debug, arbitrary::Arbitrary)]
-struct Case {
-    p_in: u8,
-    p_out: u16,
+#[derive(Arbitrary, Debug)]
+struct Gate {
+    p_in: u16,
     table: Vec<u16>,
+    /// Table entries past `table` are `x·mul + add` (wrapping).
+    mul: u16,
+    add: u16,
     x: u16,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Case {
+    p_out: u16,
+    gates: Vec<Gate>,
     seed: u64,
     flip: Option<(u16, u8)>,
 }
@@ -28,36 +42,87 @@ impl MaterialSink for VecSink {
     }
 }
 
+fn table_of(g: &Gate) -> impl Fn(u16) -> u16 + '_ {
+    move |x: u16| g.table.get(x as usize).copied().unwrap_or(x.wrapping_mul(g.mul).wrapping_add(g.add))
+}
+
 fuzz_target!(|case: Case| {
-    let (Ok(mi), Ok(mo)) = (Modulus::new(case.p_in as u16), Modulus::new(case.p_out % 300)) else { return };
-    let table = |x: u16| case.table.get(x as usize).copied().unwrap_or(x.wrapping_mul(7));
-    let x = case.x % mi.value();
+    let Ok(mo) = Modulus::new(case.p_out % (dash_core::MAX_MODULUS + 1)) else { return };
+    let gates: Vec<(Modulus, &Gate)> = case
+        .gates
+        .iter()
+        .take(12)
+        .filter_map(|g| Modulus::new(g.p_in % (dash_core::MAX_PROJECTION_INPUT + 1)).ok().map(|m| (m, g)))
+        .collect();
+    if gates.is_empty() {
+        return;
+    }
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(case.seed);
     let hash = FixedKeyHash::new();
-    let keys: GarblerKeys = GarblerKeys::generate(&mut rng, &[mi, mo]).unwrap();
-    let a0 = keys.input(mi, &mut rng).unwrap();
+    let mut moduli: Vec<Modulus> = gates.iter().map(|(m, _)| *m).collect();
+    moduli.push(mo);
+    let keys: GarblerKeys = GarblerKeys::generate(&mut rng, &moduli).unwrap();
+
+    // Garble every gate through the backend (gate identifiers 0, 1, ...).
+    let zeros: Vec<_> = gates.iter().map(|(m, _)| keys.input(*m, &mut rng).unwrap()).collect();
     let mut g = Garbler::new(&hash, &keys, VecSink(Vec::new()));
-    let out0 = g.project(&a0, mo, table).unwrap();
+    let outs0: Vec<_> =
+        gates.iter().zip(&zeros).map(|((_, gate), z)| g.project(z, mo, table_of(gate)).unwrap()).collect();
     let mut rows = g.into_sink().0;
     let mut cost = CostCounter::new();
-    cost.project(&mi, mo, table).unwrap();
+    for (m, gate) in &gates {
+        cost.project(m, mo, table_of(gate)).unwrap();
+    }
     assert_eq!(cost.ciphertexts as usize, rows.len());
-    let want = Plaintext.project(&PlainWire::new(x, mi), mo, table).unwrap().value();
-    let ones = keys.one_labels();
+    assert_eq!(gates.iter().map(|(m, _)| projection_rows(*m)).sum::<usize>(), rows.len());
+
+    let xs: Vec<u16> = gates.iter().map(|(m, gate)| gate.x % m.value()).collect();
+    let want: Vec<u16> = gates
+        .iter()
+        .zip(&xs)
+        .map(|((m, gate), &x)| Plaintext.project(&PlainWire::new(x, *m), mo, table_of(gate)).unwrap().value())
+        .collect();
+    let inputs: Vec<Label> = zeros.iter().zip(&xs).map(|(z, &x)| keys.encode(z, x).unwrap()).collect();
+
     let mut tampered = false;
-    if let Some((row, bit)) = case.flip {
-        if !rows.is_empty() {
-            let r = row as usize % rows.len();
-            rows[r].0 ^= 1u128 << (bit % 128);
-            tampered = true;
+    if let Some((row, bit)) = case.flip
+        && !rows.is_empty()
+    {
+        let r = row as usize % rows.len();
+        rows[r].0 ^= 1u128 << (bit % 128);
+        tampered = true;
+    }
+
+    // One by one, through the evaluator backend.
+    let ones = keys.one_labels();
+    let mut e = Evaluator::new(&hash, &ones, SliceSource::new(&rows));
+    let mut single = Vec::new();
+    for ((_, gate), input) in gates.iter().zip(&inputs) {
+        match e.project(input, mo, table_of(gate)) {
+            Ok(label) => single.push(Some(label)),
+            Err(_) => {
+                assert!(tampered, "untampered gate failed to evaluate");
+                single.push(None);
+            }
         }
     }
-    let mut e = Evaluator::new(&hash, &ones, SliceSource::new(&rows));
-    match e.project(&keys.encode(&a0, x).unwrap(), mo, table) {
-        Ok(label) => match keys.decode(&out0, label.to_block()) {
-            Ok(v) => assert_eq!(v, want, "accepted a wrong value"),
-            Err(_) => assert!(tampered, "untampered gate failed to decode"),
-        },
-        Err(_) => assert!(tampered, "untampered gate failed to evaluate"),
+    // All at once, batched (same tweaks as the backend's gate numbering).
+    let tweaks: Vec<Tweak> = (0..gates.len() as u64).map(|i| Tweak::new(Domain::Projection, i, 0)).collect();
+    let mut batch = vec![Label::zero(mo); gates.len()];
+    let batched = projection::evaluate_batch(&hash, &tweaks, &inputs, mo, &mut SliceSource::new(&rows), &mut batch);
+    if batched.is_err() {
+        assert!(tampered, "untampered batch failed to evaluate");
+    }
+
+    for (i, (out0, want)) in outs0.iter().zip(&want).enumerate() {
+        if let Some(label) = &single[i] {
+            match keys.decode(out0, label.to_block()) {
+                Ok(v) => assert_eq!(v, *want, "accepted a wrong value"),
+                Err(_) => assert!(tampered, "untampered gate failed to decode"),
+            }
+            if batched.is_ok() {
+                assert_eq!(batch[i].to_block(), label.to_block(), "batched evaluation differs from single");
+            }
+        }
     }
 });

@@ -436,6 +436,7 @@ pub(crate) mod tests {
         base.decode(&r).unwrap()
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn mixed_radix_digits_match_reference() {
         let moduli: Wires<Modulus> = [5u16, 2, 13, 3].iter().map(|&p| Modulus::new(p).unwrap()).collect();
@@ -462,6 +463,7 @@ pub(crate) mod tests {
         assert_eq!(MixedRadix::new(&twice).unwrap_err(), Error::InvalidCrtBase);
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn extension_exhaustive_small_bases() {
         for (kf, kt) in [(1, 3), (2, 4), (3, 5), (4, 6), (5, 7), (3, 3)] {
@@ -475,6 +477,7 @@ pub(crate) mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn general_change_and_shrink() {
         // {2,3,5,7,11} -> {11,13,3,17}: a mix of copying and extending.

@@ -135,6 +135,7 @@ mod tests {
         base.decode(&r).unwrap()
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn pairs_exhaustive_within_the_precondition() {
         for k in [3, 4] {
@@ -154,6 +155,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn windows_and_costs() {
         let base = CrtBase::first(6).unwrap();

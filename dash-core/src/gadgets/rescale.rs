@@ -553,6 +553,7 @@ mod tests {
 
     const ROUNDINGS: [Rounding; 3] = [Rounding::Floor, Rounding::Nearest, Rounding::Ceil];
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn exhaustive_every_divisor_and_rounding_k_up_to_4() {
         for k in 2..=4 {
@@ -565,6 +566,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn exhaustive_k5_and_k6_selected_divisors() {
         let base = CrtBase::first(5).unwrap();
@@ -605,6 +607,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn non_standard_bases() {
         // Odd Q (no 2), primes out of order, larger primes.
@@ -636,6 +639,7 @@ mod tests {
         assert_eq!(r.apply(&mut Plaintext, &other).unwrap_err(), Error::LengthMismatch);
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn costs_at_k7_and_moduli_prime() {
         let base = CrtBase::first(7).unwrap();
@@ -650,6 +654,7 @@ mod tests {
         assert!(cheapest <= 250);
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn halving_exhaustive_k_up_to_5_and_repeated() {
         for k in 2..=5 {
@@ -672,6 +677,7 @@ mod tests {
         assert_eq!(Halving::new(&CrtBase::new(&[2]).unwrap()).unwrap_err(), Error::InvalidParameter);
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn halving_exhaustive_k6_and_unordered_base() {
         let base = CrtBase::first(6).unwrap();

@@ -728,6 +728,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn exact_exhaustive_first_primes_up_to_6() {
         for k in 1..=6 {
@@ -754,6 +755,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn exact_exhaustive_other_bases() {
         for primes in [
@@ -776,6 +778,7 @@ mod tests {
         }
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn explicit_radices_with_a_floored_residue_are_exact() {
         // The sketch's order for k = 6: M = 2·3·5·7·11, 13 floored.
@@ -797,6 +800,7 @@ mod tests {
         assert_eq!(SignGadget::with_radices(&base, Accuracy::Exact, &[]).unwrap_err(), Error::InvalidParameter);
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn cost_counter_matches_prediction_and_targets() {
         let expect = [(5, 105, 138), (6, 199, 246), (7, 341, 406), (8, 531, 616), (9, 787, 896), (10, 1143, 1282)];
@@ -836,6 +840,7 @@ mod tests {
         assert_eq!(g.lift_sign(&mut pt, &w).unwrap_err(), Error::NotABit(3));
     }
 
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn approximate_errs_only_inside_its_window() {
         for k in 3..=6 {
