@@ -84,11 +84,35 @@ impl CrtBase {
     }
 
     /// The residues of `value` (in `[min_value, max_value]`).
+    ///
+    /// The garbler encodes its private inputs with this, so the residues are
+    /// computed without a division or a branch on the value: `value -
+    /// min_value` (in `0..Q`, below 2^127) is split into 64-bit halves, each
+    /// reduced by multiplication ([`Modulus::div_rem_u64`]), and recombined
+    /// with the public constants `2^64 mod p` and `min_value mod p`. The
+    /// range test is arithmetic too; the one branch is on its verdict, which
+    /// the error reveals anyway.
     pub fn encode(&self, value: i128) -> Result<Residues, Error> {
-        if value < self.min_value() || value > self.max_value() {
-            return Err(Error::ValueOutOfRange);
-        }
-        Ok(self.moduli.iter().map(|m| value.rem_euclid(m.value() as i128) as u16).collect())
+        let shifted = value.wrapping_sub(self.min_value()) as u128;
+        // In range iff 0 <= shifted < Q (Q < 2^127, so a negative `value -
+        // min_value` wraps to >= 2^127 and fails too): the sign of
+        // `shifted - Q` in 129-bit arithmetic, taken from the borrow.
+        let (_, borrow) = shifted.overflowing_sub(self.product);
+        let (hi, lo) = ((shifted >> 64) as u64, shifted as u64);
+        let residues = self
+            .moduli
+            .iter()
+            .map(|m| {
+                let p = m.value();
+                // Public per-modulus constants (from Q and p only).
+                let two64 = ((1u128 << 64) % p as u128) as u16;
+                let min_r = self.min_value().rem_euclid(p as i128) as u16;
+                let (_, rh) = m.div_rem_u64(hi);
+                let (_, rl) = m.div_rem_u64(lo);
+                m.add(m.add(m.mul(rh, two64), rl), min_r)
+            })
+            .collect();
+        if borrow { Ok(residues) } else { Err(Error::ValueOutOfRange) }
     }
 
     /// Residues of an element of `Z_Q` given as `0..Q` (no sign).
@@ -282,6 +306,26 @@ mod tests {
     use super::*;
     use rand_chacha::ChaCha20Rng;
     use rand_core::{Rng, SeedableRng};
+
+    #[test]
+    fn division_free_encoding_equals_remainders() {
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        for k in 1..=MAX_CRT_PRIMES {
+            let base = CrtBase::first(k).unwrap();
+            let (lo, hi) = (base.min_value(), base.max_value());
+            let mut values = [lo, lo + 1, -1, 0, 1, hi - 1, hi].to_vec();
+            values.extend(
+                (0..200).map(|_| lo + (rng.next_u64() as u128 * rng.next_u64() as u128 % base.product()) as i128),
+            );
+            for v in values.into_iter().filter(|v| (lo..=hi).contains(v)) {
+                let want: Residues = base.moduli().iter().map(|m| v.rem_euclid(m.value() as i128) as u16).collect();
+                assert_eq!(base.encode(v).unwrap(), want, "k {k} v {v}");
+            }
+            for v in [lo - 1, hi + 1, i128::MIN, i128::MAX, i128::MIN + 1, i128::MAX - 1] {
+                assert_eq!(base.encode(v), Err(Error::ValueOutOfRange), "k {k} v {v}");
+            }
+        }
+    }
 
     #[test]
     fn encode_decode_roundtrip_and_range() {
