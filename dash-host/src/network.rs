@@ -559,37 +559,6 @@ impl Ring {
     }
 }
 
-/// Folds a batch normalisation `y = gamma·(x - mean)/sqrt(var + eps) + beta`
-/// into the preceding layer's float weights and bias, in place. `weights`
-/// holds `channels` equal rows (a dense layer's outputs or a convolution's
-/// output channels, row-major), `bias` one value per channel.
-#[allow(clippy::too_many_arguments)]
-pub fn fold_batch_norm(
-    weights: &mut [f32],
-    bias: &mut [f32],
-    gamma: &[f32],
-    beta: &[f32],
-    mean: &[f32],
-    var: &[f32],
-    eps: f32,
-) -> Result<()> {
-    let c = bias.len();
-    ensure!(c > 0 && weights.len().is_multiple_of(c), "weights do not split into {c} channels");
-    ensure!(
-        gamma.len() == c && beta.len() == c && mean.len() == c && var.len() == c,
-        "batch-norm parameters must have {c} values each"
-    );
-    let per = weights.len() / c;
-    for ch in 0..c {
-        let s = gamma[ch] / (var[ch] + eps).sqrt();
-        for w in &mut weights[ch * per..(ch + 1) * per] {
-            *w *= s;
-        }
-        bias[ch] = (bias[ch] - mean[ch]) * s + beta[ch];
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -634,14 +603,5 @@ mod tests {
         assert_eq!(r.max_tree(&[-3, 7, 2]), 7);
         // 14 - (-14) = 28 wraps to -2: the circuit then keeps -14.
         assert_eq!(r.max2(14, -14), -14);
-    }
-
-    #[test]
-    fn fold_bn() {
-        let mut w = vec![1.0, 2.0, 3.0, 4.0];
-        let mut b = vec![0.5, -0.5];
-        fold_batch_norm(&mut w, &mut b, &[4.0, 1.0], &[1.0, 0.0], &[0.5, 0.0], &[3.0, 0.0], 1.0).unwrap();
-        assert_eq!(w, vec![2.0, 4.0, 3.0, 4.0]);
-        assert_eq!(b, vec![1.0, -0.5]);
     }
 }
