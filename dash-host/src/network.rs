@@ -442,7 +442,17 @@ fn layer_output_shape(layer: &IntLayer, s: &[usize], earlier: &[Vec<usize>], bas
                 _ => bail!("pooling kernel {kernel:?} stride {stride:?} does not fit input {s:?}"),
             }
         }
-        IntLayer::Relu | IntLayer::Sign => s.to_vec(),
+        IntLayer::Relu => s.to_vec(),
+        IntLayer::Sign => {
+            // With Q = 2 the residues of +1 and -1 coincide: the garbled
+            // circuit could not tell them apart, so the network is invalid.
+            ensure!(
+                base.product() >= 3,
+                "sign needs a CRT base with Q >= 3 to represent -1 and +1, got Q = {}",
+                base.product()
+            );
+            s.to_vec()
+        }
         IntLayer::Rescale { divisor, .. } => {
             let mut rest = *divisor;
             let mut used = 0;
@@ -603,5 +613,18 @@ mod tests {
         assert_eq!(r.max_tree(&[-3, 7, 2]), 7);
         // 14 - (-14) = 28 wraps to -2: the circuit then keeps -14.
         assert_eq!(r.max2(14, -14), -14);
+    }
+
+    #[test]
+    fn sign_needs_q_of_at_least_three() {
+        // Found by the `network` fuzz target: with Q = 2 the residues of +1
+        // and -1 are equal, so a sign layer cannot be garbled faithfully.
+        let two = CrtBase::new(&[2]).unwrap();
+        let err = IntNetwork::new(vec![2], vec![IntLayer::Sign], two.clone()).unwrap_err();
+        assert!(format!("{err:#}").contains("Q >= 3"), "{err:#}");
+        assert!(IntNetwork::new(vec![2], vec![IntLayer::Relu], two).is_ok());
+        let three = CrtBase::new(&[3]).unwrap();
+        let net = IntNetwork::new(vec![2], vec![IntLayer::Sign], three).unwrap();
+        assert_eq!(net.eval_plain(&[-1, 0]).unwrap(), vec![-1, 1]);
     }
 }

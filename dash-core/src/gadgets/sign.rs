@@ -400,7 +400,10 @@ impl SignGadget {
     }
 
     /// The sign activation: the bundle of `+1` if `x >= 0` and `-1` if
-    /// `x < 0`. Costs [`SignGadget::activation_ciphertexts`].
+    /// `x < 0`. Costs [`SignGadget::activation_ciphertexts`]. The result is
+    /// a residue mod `Q` like every bundle: on a base with `Q = 2`, `+1` and
+    /// `-1` are the same residue, so callers that need the two apart use a
+    /// base with `Q >= 3` (dash-host's networks require it).
     pub fn sign_activation<B: Backend>(&self, b: &mut B, x: &Bundle<B::Wire>) -> Result<Bundle<B::Wire>, Error> {
         let bit = self.sign_bit(b, x)?;
         self.lift_sign(b, &bit)
