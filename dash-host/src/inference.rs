@@ -16,15 +16,17 @@
 //!   (the online computation); encoding and decoding are the garbler's
 //!   online work and are timed separately;
 //! * **garbled bytes**: the material streams, header included, summed over
-//!   images;
+//!   images. Between the two phases one image's material is held in memory,
+//!   or in an anonymous temporary file above [`SPOOL_TO_DISK_BYTES`];
 //! * **online bytes**: the input labels sent and the output labels returned
 //!   (16 bytes per label, one label per residue of each value), summed over
 //!   images.
 
-use crate::engine::{self, Plan};
+use crate::engine::{self, GarblerSession, Plan};
 use crate::mnist::Dataset;
 use crate::model::{FloatModel, argmax};
 use crate::quantize::{QuantizeOptions, Quantized, quantize};
+use crate::tensor::CrtTensor;
 use anyhow::{Context, Result, ensure};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -32,6 +34,61 @@ use std::time::Instant;
 
 /// Bytes of one label on the wire.
 pub const LABEL_BYTES: u64 = 16;
+
+/// Garbled material above this size is spooled to an anonymous temporary
+/// file between garbling and evaluation instead of being held in memory
+/// (as an evaluating server would keep it on disk), so that peak memory
+/// stays at about one layer's activations even for MiniONN-CIFAR.
+pub const SPOOL_TO_DISK_BYTES: u64 = 256 << 20;
+
+/// One image's garbled material between the offline phase (garbling) and
+/// the online phase (evaluation): in memory, or on disk when large.
+struct Spool {
+    store: SpoolStore,
+    len: u64,
+}
+
+enum SpoolStore {
+    Memory(Vec<u8>),
+    Disk(std::fs::File),
+}
+
+impl Spool {
+    fn for_plan(plan: &Plan) -> Result<Spool> {
+        let store = if plan.material_bytes() > SPOOL_TO_DISK_BYTES {
+            SpoolStore::Disk(tempfile::tempfile().context("creating a temporary file for the garbled material")?)
+        } else {
+            SpoolStore::Memory(Vec::with_capacity(plan.material_bytes() as usize + 4096))
+        };
+        Ok(Spool { store, len: 0 })
+    }
+
+    fn garble<R: rand_core::CryptoRng>(&mut self, plan: &Plan, rng: &mut R) -> Result<GarblerSession> {
+        use std::io::Seek;
+        match &mut self.store {
+            SpoolStore::Memory(material) => {
+                let session = engine::garble(plan, rng, material)?;
+                self.len = material.len() as u64;
+                Ok(session)
+            }
+            SpoolStore::Disk(file) => {
+                let mut writer = std::io::BufWriter::with_capacity(1 << 20, &mut *file);
+                let session = engine::garble(plan, rng, &mut writer)?;
+                writer.into_inner().map_err(|e| e.into_error()).context("writing the garbled material")?;
+                self.len = file.stream_position()?;
+                file.rewind()?;
+                Ok(session)
+            }
+        }
+    }
+
+    fn evaluate(&mut self, plan: &Plan, labels: &CrtTensor) -> Result<CrtTensor> {
+        match &mut self.store {
+            SpoolStore::Memory(material) => engine::evaluate(plan, material.as_slice(), labels),
+            SpoolStore::Disk(file) => engine::evaluate(plan, std::io::BufReader::with_capacity(1 << 20, file), labels),
+        }
+    }
+}
 
 /// Options of [`run_mnist`].
 #[derive(Clone, Debug)]
@@ -266,18 +323,17 @@ pub fn run_quantized(
         let want = q.network.eval_plain(&x)?;
 
         let t = Instant::now();
-        let mut material = Vec::with_capacity(plan.material_bytes() as usize + 4096);
-        let session = engine::garble(&plan, &mut rng, &mut material).with_context(|| format!("garbling image {i}"))?;
+        let mut spool = Spool::for_plan(&plan)?;
+        let session = spool.garble(&plan, &mut rng).with_context(|| format!("garbling image {i}"))?;
         garble_s += t.elapsed().as_secs_f64();
-        garbled_bytes += material.len() as u64;
+        garbled_bytes += spool.len;
 
         let t = Instant::now();
         let labels = session.encode_input(&x)?;
         codec_s += t.elapsed().as_secs_f64();
 
         let t = Instant::now();
-        let out =
-            engine::evaluate(&plan, material.as_slice(), &labels).with_context(|| format!("evaluating image {i}"))?;
+        let out = spool.evaluate(&plan, &labels).with_context(|| format!("evaluating image {i}"))?;
         eval_s += t.elapsed().as_secs_f64();
 
         let t = Instant::now();

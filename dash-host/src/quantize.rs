@@ -77,10 +77,11 @@
 //! declared input range.
 
 use crate::model::{FloatLayer, FloatModel};
-use crate::network::{IntLayer, IntNetwork, Rounding, conv_taps};
+use crate::network::{IntLayer, IntNetwork, Padding, Rounding};
 use anyhow::{Context, Result, bail, ensure};
 use dash_core::CrtBase;
 use dash_core::gadgets::rescale::Rescale;
+use rayon::prelude::*;
 
 /// Tuning of [`quantize`].
 #[derive(Clone, Debug, PartialEq)]
@@ -225,6 +226,101 @@ fn dense_bounds(inputs: usize, weights: &[i64], bias: &[i64], x: &[Interval]) ->
             row.iter().zip(x).fold(Interval::new(b as i128, b as i128), |acc, (&w, &xi)| acc.add(xi.scale(w as i128)))
         })
         .collect()
+}
+
+/// Proven outputs of a convolution (the sums of `network::conv_taps`, exactly):
+/// for each output channel, each weight adds its contribution to a whole
+/// row of outputs at once, output channels in parallel. The quantiser's
+/// search calls this dozens of times per layer, so the tap-by-tap form was
+/// most of the time of quantising MiniONN-CIFAR.
+#[allow(clippy::too_many_arguments)]
+fn conv_bounds(
+    [in_channels, h, w]: [usize; 3],
+    [oh, ow]: [usize; 2],
+    [kh, kw]: [usize; 2],
+    [sy, sx]: [usize; 2],
+    padding: Padding,
+    weights: &[i64],
+    bias: &[i64],
+    x: &[Interval],
+) -> Vec<Interval> {
+    // Sums in i64 when no partial sum can reach 2^62 (almost always: the
+    // search's weights keep outputs near Q), in i128 otherwise.
+    let taps = (in_channels * kh * kw) as i128;
+    let wmax = weights.iter().map(|w| (*w as i128).abs()).max().unwrap_or(0);
+    let bmax = bias.iter().map(|b| (*b as i128).abs()).max().unwrap_or(0);
+    let xmax = x.iter().map(|v| v.lo.abs().max(v.hi.abs())).max().unwrap_or(0);
+    let small = wmax.checked_mul(xmax).and_then(|m| m.checked_mul(taps)).is_some_and(|m| m + bmax < 1 << 62);
+    if small {
+        conv_bounds_in::<i64>([in_channels, h, w], [oh, ow], [kh, kw], [sy, sx], padding, weights, bias, x)
+    } else {
+        conv_bounds_in::<i128>([in_channels, h, w], [oh, ow], [kh, kw], [sy, sx], padding, weights, bias, x)
+    }
+}
+
+/// [`conv_bounds`] with sums in `T` (the caller has ruled out overflow).
+#[allow(clippy::too_many_arguments)]
+fn conv_bounds_in<T>(
+    [in_channels, h, w]: [usize; 3],
+    [oh, ow]: [usize; 2],
+    [kh, kw]: [usize; 2],
+    [sy, sx]: [usize; 2],
+    padding: Padding,
+    weights: &[i64],
+    bias: &[i64],
+    x: &[Interval],
+) -> Vec<Interval>
+where
+    T: Copy
+        + Send
+        + Sync
+        + Default
+        + PartialOrd
+        + From<i64>
+        + Into<i128>
+        + std::ops::AddAssign
+        + std::ops::Mul<Output = T>,
+{
+    // In range: the caller checked every |x| against 2^62.
+    let narrow = |v: i128| T::from(v as i64);
+    let xlo: Vec<T> = x.iter().map(|v| narrow(v.lo)).collect();
+    let xhi: Vec<T> = x.iter().map(|v| narrow(v.hi)).collect();
+    let per_channel: Vec<Vec<Interval>> = bias
+        .par_iter()
+        .enumerate()
+        .map(|(oc, &b)| {
+            let mut lo = vec![T::from(b); oh * ow];
+            let mut hi = vec![T::from(b); oh * ow];
+            for ic in 0..in_channels {
+                for dy in 0..kh {
+                    for dx in 0..kw {
+                        let wv = T::from(weights[((oc * in_channels + ic) * kh + dy) * kw + dx]);
+                        if wv == T::default() {
+                            continue;
+                        }
+                        // w·[lo, hi] is [w·lo, w·hi] for w > 0, [w·hi, w·lo] for w < 0.
+                        let (from_lo, from_hi) = if wv > T::default() { (&xlo, &xhi) } else { (&xhi, &xlo) };
+                        // Output columns whose tap lands inside the input row.
+                        let c_start = padding.left.saturating_sub(dx).div_ceil(sx);
+                        let c_end = ow.min((w + padding.left).saturating_sub(dx).div_ceil(sx));
+                        for r in 0..oh {
+                            let Some(iy) = (r * sy + dy).checked_sub(padding.top).filter(|&iy| iy < h) else {
+                                continue;
+                            };
+                            let row = (ic * h + iy) * w;
+                            for c in c_start..c_end {
+                                let xi = row + c * sx + dx - padding.left;
+                                lo[r * ow + c] += wv * from_lo[xi];
+                                hi[r * ow + c] += wv * from_hi[xi];
+                            }
+                        }
+                    }
+                }
+            }
+            lo.into_iter().zip(hi).map(|(l, h)| Interval::new(l.into(), h.into())).collect()
+        })
+        .collect();
+    per_channel.concat()
 }
 
 fn fits(base: &CrtBase, iv: Interval) -> bool {
@@ -485,6 +581,16 @@ fn quantize_linear(
             if fits_with(hi, slack) {
                 lo = hi;
             }
+            // The search ends at some a <= hi, and the largest integer weight
+            // round(a·max|w|) grows with a: if even `hi` gives too few bits,
+            // so will the search (and this base is out without it).
+            let at_most = (hi * max_w).round();
+            ensure!(
+                at_most >= options.min_weight_magnitude as f64,
+                "{}: largest integer weight at most {at_most} < {} (too little precision on this base)",
+                ctx(),
+                options.min_weight_magnitude
+            );
             for _ in 0..48 {
                 let mid = (lo * hi).sqrt();
                 if fits_with(mid, slack) {
@@ -611,20 +717,13 @@ fn layer_bounds(
                 bail!("not a [C, H, W] tensor");
             };
             ensure!(weights.iter().chain(bias).all(|w| w.abs() < 1 << 62), "weight too large");
-            let [kh, kw] = *kernel;
-            let mut y = Vec::with_capacity(out_channels * oh * ow);
-            for (oc, &b) in bias.iter().enumerate().take(*out_channels) {
-                for r in 0..oh {
-                    for c in 0..ow {
-                        let mut acc = Interval::new(b as i128, b as i128);
-                        for (wi, xi) in conv_taps([*in_channels, h, w], [kh, kw], *stride, *padding, oc, [r, c]) {
-                            acc = acc.add(x[xi].scale(weights[wi] as i128));
-                        }
-                        y.push(acc);
-                    }
-                }
-            }
-            y
+            ensure!(
+                weights.len() == out_channels * in_channels * kernel[0] * kernel[1]
+                    && bias.len() == *out_channels
+                    && x.len() == in_channels * h * w,
+                "convolution parameters do not match its shapes"
+            );
+            conv_bounds([*in_channels, h, w], [oh, ow], *kernel, *stride, *padding, weights, bias, x)
         }
         IntLayer::SumPool { kernel, stride } | IntLayer::MaxPool { kernel, stride } => {
             let (&[ch, h, w], &[_, oh, ow]) = (in_shape, out_shape) else {
@@ -688,6 +787,57 @@ pub fn check_ranges(net: &IntNetwork, bounds: &[Vec<Interval>]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The row-at-a-time convolution bounds equal the tap-by-tap sums over
+    /// `conv_taps` for many shapes, strides, paddings and signed weights.
+    #[test]
+    fn conv_bounds_equal_tap_by_tap_sums() {
+        use crate::network::{conv_taps, sweep};
+        use rand_core::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut r = |n: u64| rng.next_u64() % n;
+        let mut checked = 0;
+        for _ in 0..300 {
+            let (ic, oc) = (1 + r(3) as usize, 1 + r(3) as usize);
+            let (h, w) = (1 + r(7) as usize, 1 + r(7) as usize);
+            let kernel = [1 + r(3) as usize, 1 + r(3) as usize];
+            let stride = [1 + r(3) as usize, 1 + r(3) as usize];
+            let padding =
+                Padding { top: r(3) as usize, left: r(3) as usize, bottom: r(3) as usize, right: r(3) as usize };
+            let (Some(oh), Some(ow)) = (
+                sweep(h + padding.top + padding.bottom, kernel[0], stride[0]),
+                sweep(w + padding.left + padding.right, kernel[1], stride[1]),
+            ) else {
+                continue;
+            };
+            let weights: Vec<i64> = (0..oc * ic * kernel[0] * kernel[1]).map(|_| r(41) as i64 - 20).collect();
+            let bias: Vec<i64> = (0..oc).map(|_| r(201) as i64 - 100).collect();
+            let x: Vec<Interval> = (0..ic * h * w)
+                .map(|_| {
+                    let lo = r(1000) as i128 - 500;
+                    Interval::new(lo, lo + r(300) as i128)
+                })
+                .collect();
+            let mut want = Vec::new();
+            for (o, &b) in bias.iter().enumerate() {
+                for row in 0..oh {
+                    for col in 0..ow {
+                        let mut acc = Interval::new(b as i128, b as i128);
+                        for (wi, xi) in conv_taps([ic, h, w], kernel, stride, padding, o, [row, col]) {
+                            acc = acc.add(x[xi].scale(weights[wi] as i128));
+                        }
+                        want.push(acc);
+                    }
+                }
+            }
+            let got = conv_bounds([ic, h, w], [oh, ow], kernel, stride, padding, &weights, &bias, &x);
+            assert_eq!(got, want, "ic {ic} oc {oc} {h}x{w} kernel {kernel:?} stride {stride:?} {padding:?}");
+            let wide = conv_bounds_in::<i128>([ic, h, w], [oh, ow], kernel, stride, padding, &weights, &bias, &x);
+            assert_eq!(wide, want, "i128 sums");
+            checked += 1;
+        }
+        assert!(checked > 100, "only {checked} shapes were valid");
+    }
 
     fn tiny() -> FloatModel {
         FloatModel::from_json(

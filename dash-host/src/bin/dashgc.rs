@@ -86,8 +86,17 @@ struct RunArgs {
     #[arg(long)]
     tanh_as_sign: bool,
     /// MNIST image and label files (IDX, raw or gzipped).
-    #[arg(long, num_args = 2, value_names = ["IMAGES", "LABELS"], required = true)]
+    #[arg(long, num_args = 2, value_names = ["IMAGES", "LABELS"], required_unless_present = "random")]
     mnist: Vec<PathBuf>,
+    /// Instead of MNIST: N images of uniformly random pixels (seeded by
+    /// --seed), for models without a data set such as MiniONN-CIFAR. Their
+    /// labels are the float model's own predictions, so "accuracy" is
+    /// agreement with the float model.
+    #[arg(long, value_name = "N", conflicts_with = "mnist")]
+    random: Option<usize>,
+    /// Seed of --random.
+    #[arg(long, default_value_t = 1, requires = "random")]
+    seed: u64,
     /// Garble only the first N images (float and quantised accuracy over all
     /// images are reported as well).
     #[arg(long)]
@@ -248,9 +257,6 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
 
 fn run_run(args: RunArgs) -> anyhow::Result<bool> {
     use anyhow::Context;
-    let [images, labels] = args.mnist.as_slice() else {
-        anyhow::bail!("--mnist takes two files: IMAGES LABELS");
-    };
     let is_onnx = args.model.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
     let model = if is_onnx {
         let options = onnx::ImportOptions {
@@ -263,7 +269,23 @@ fn run_run(args: RunArgs) -> anyhow::Result<bool> {
     } else {
         model::FloatModel::load(&args.model)?
     };
-    let data = mnist::load(images, labels).context("reading the MNIST files")?;
+    let data = match (args.random, args.mnist.as_slice()) {
+        (Some(count), _) => {
+            anyhow::ensure!(count > 0, "--random needs at least one image");
+            let images =
+                mnist::Images::random(count, 1, model.input_len(), args.seed).context("drawing random images")?;
+            let labels = images
+                .iter()
+                .map(|image| {
+                    let x: Vec<i64> = image.iter().map(|&p| p as i64).collect();
+                    Ok(u8::try_from(model.predict(&x)?).unwrap_or(u8::MAX))
+                })
+                .collect::<anyhow::Result<Vec<u8>>>()?;
+            mnist::Dataset::new(images, labels)?
+        }
+        (None, [images, labels]) => mnist::load(images, labels).context("reading the MNIST files")?,
+        (None, _) => anyhow::bail!("--mnist takes two files: IMAGES LABELS"),
+    };
     let device = offload::select_device(args.device);
     eprintln!("{}", device.message);
     let options = inference::RunOptions {
