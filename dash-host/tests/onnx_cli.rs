@@ -138,3 +138,26 @@ fn onnx_mlp_equals_json_mlp_and_runs_from_the_cli() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Softmax"), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `dashgc run --random N` garbles a model without a data set (the tiny
+/// MiniONN-CIFAR) on seeded random images, and rejects bad combinations.
+#[test]
+fn run_on_random_images() {
+    let dashgc = env!("CARGO_BIN_EXE_dashgc");
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/minionn_cifar_tiny_untrained.onnx");
+    let run = |args: &[&str]| Command::new(dashgc).args(["run", "--model", model]).args(args).output().unwrap();
+    let out = run(&["--random", "3", "--seed", "5", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(json["images"], 3);
+    assert_eq!(json["garbled_equals_plaintext"], true);
+    assert_eq!(json["tamper_rejected"], true);
+    // Labels are the float model's own predictions.
+    assert_eq!(json["accuracy_float"], 1.0);
+    for bad in [&["--random", "0"][..], &["--random", "2", "--mnist", "a", "b"], &["--seed", "3"]] {
+        let out = run(bad);
+        assert!(!out.status.success(), "{bad:?} was accepted");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{bad:?} panicked");
+    }
+}

@@ -293,6 +293,7 @@ fn run_run(args: RunArgs) -> anyhow::Result<bool> {
         progress: true,
         plain_all: !args.garbled_only,
         offload: device.offload,
+        ..Default::default()
     };
     let report = inference::run_mnist(&model, &data, args.limit, &options)?;
     if args.json {
