@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Miri on dash-core's unit tests and doctests: undefined behaviour in dash-core or in its
+# Miri on dash-core's unit, integration and doc tests: undefined behaviour in dash-core or in its
 # dependencies (dash-core itself forbids unsafe code). Tests too slow for the
 # interpreter are marked #[cfg_attr(miri, ignore)]; docs/FUZZING.md lists them.
 # Run from the repository root: bash .ci/miri.sh
@@ -13,10 +13,6 @@ fi
 rustup component add miri rust-src --toolchain "$NIGHTLY"
 cargo +"$NIGHTLY" miri setup
 start=$(date +%s)
-cargo +"$NIGHTLY" miri test -p dash-core --lib
-# The doctests take about three minutes more under the interpreter: run
-# them with DASH_MIRI_DOC=1 (docs/FUZZING.md).
-if [ "${DASH_MIRI_DOC:-0}" = 1 ]; then
-    cargo +"$NIGHTLY" miri test -p dash-core --doc
-fi
-echo "miri: dash-core unit tests passed in $(( $(date +%s) - start ))s"
+# The whole crate: unit tests, integration tests and doctests.
+cargo +"$NIGHTLY" miri test -p dash-core
+echo "miri: dash-core's unit, integration and doc tests passed in $(( $(date +%s) - start ))s"

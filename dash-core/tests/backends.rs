@@ -28,6 +28,7 @@ fn m(p: u16) -> Modulus {
 const SMALL: [u16; 11] = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31];
 
 #[test]
+#[cfg_attr(miri, ignore = "garbled sweep: too slow for the interpreter, run natively")]
 fn mul_bit_exhaustive_small_primes() {
     let mut rng = ChaCha20Rng::seed_from_u64(21);
     let hash = FixedKeyHash::new();
@@ -130,6 +131,7 @@ proptest! {
     /// Random primes up to 251, random tables, random inputs: garbled
     /// projection equals the table, and costs what the counter says.
     #[test]
+    #[cfg_attr(miri, ignore = "64 random garbled tables: too slow for the interpreter, run natively")]
     fn projection_matches_plaintext(p_idx in 0usize..54, q_idx in 0usize..54, seed in any::<u64>(), table_seed in any::<u64>()) {
         let primes: Vec<u16> = (2..=251).filter(|&n| dash_core::modulus::is_prime(n)).collect();
         let (p, q) = (primes[p_idx], primes[q_idx]);

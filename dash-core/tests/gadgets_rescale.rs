@@ -165,6 +165,7 @@ fn probe(rng: &mut ChaCha20Rng, base: &CrtBase, w: i128, random: usize) -> Vec<i
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "garbled sweep: too slow for the interpreter, run natively")]
 fn rescale_garbled_all_inputs_small_bases() {
     let mut rng = ChaCha20Rng::seed_from_u64(101);
     let base = CrtBase::first(4).unwrap(); // Q = 210
@@ -178,6 +179,7 @@ fn rescale_garbled_all_inputs_small_bases() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "garbled sweep: too slow for the interpreter, run natively")]
 fn rescale_garbled_k7_to_k9() {
     let mut rng = ChaCha20Rng::seed_from_u64(102);
     for (k, d, rounding) in [
@@ -196,6 +198,7 @@ fn rescale_garbled_k7_to_k9() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "garbled sweep: too slow for the interpreter, run natively")]
 fn halving_garbled() {
     let mut rng = ChaCha20Rng::seed_from_u64(103);
     let base = CrtBase::first(4).unwrap();
@@ -209,6 +212,7 @@ fn halving_garbled() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "garbled sweep: too slow for the interpreter, run natively")]
 fn base_change_garbled() {
     let mut rng = ChaCha20Rng::seed_from_u64(104);
     let from = CrtBase::first(4).unwrap();

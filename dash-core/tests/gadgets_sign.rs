@@ -158,6 +158,7 @@ fn sweep(exhaustive_up_to: usize, radius: i128, random: usize, kmax: usize) -> u
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "garbled sweep: too slow for the interpreter, run natively")]
 fn garbled_exact_small() {
     let n = sweep(4, 40, 100, 9);
     assert!(n > 1000);
@@ -171,6 +172,7 @@ fn garbled_exact_full_sweep() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "garbled sweep: too slow for the interpreter, run natively")]
 fn garbled_other_bases_and_approximate() {
     let mut rng = ChaCha20Rng::seed_from_u64(0x5168);
     for primes in [&[3u16, 5, 7][..], &[5, 7, 11, 13], &[2, 31, 37], &[13, 2, 7, 3]] {
@@ -191,6 +193,7 @@ fn garbled_other_bases_and_approximate() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "garbled sweep: too slow for the interpreter, run natively")]
 fn garbled_max2_and_windows() {
     let mut rng = ChaCha20Rng::seed_from_u64(0x5169);
     let hash = FixedKeyHash::new();

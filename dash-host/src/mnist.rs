@@ -223,6 +223,14 @@ impl Dataset {
         self.labels.truncate(keep);
         self.images.pixels.truncate(keep * self.images.pixels_per_image());
     }
+
+    /// Drops the first `count` images (all of them if there are fewer), so
+    /// that a long run can be split into ranges.
+    pub fn skip(&mut self, count: usize) {
+        let drop = count.min(self.len());
+        self.labels.drain(..drop);
+        self.images.pixels.drain(..drop * self.images.pixels_per_image());
+    }
 }
 
 /// Inflates `bytes` when they start with the gzip magic (bounded by
@@ -330,6 +338,21 @@ pub fn bundled_test_set() -> Result<Dataset, IdxError> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn random_images_are_seeded_and_skip_drops_the_first() {
+        let a = Images::random(5, 2, 3, 9).unwrap();
+        assert_eq!((a.len(), a.pixels_per_image()), (5, 6));
+        assert_eq!(a.pixels, Images::random(5, 2, 3, 9).unwrap().pixels);
+        assert_ne!(a.pixels, Images::random(5, 2, 3, 10).unwrap().pixels);
+        assert!(matches!(Images::random(usize::MAX, 2, 3, 1), Err(IdxError::TooLarge)));
+        let mut set = Dataset::new(a.clone(), vec![0, 1, 2, 3, 4]).unwrap();
+        set.skip(2);
+        assert_eq!(set.labels, vec![2, 3, 4]);
+        assert_eq!(set.images.get(0), a.get(2));
+        set.skip(10);
+        assert!(set.is_empty());
+    }
 
     fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
         let mut v = magic.to_be_bytes().to_vec();

@@ -101,6 +101,11 @@ struct RunArgs {
     /// images are reported as well).
     #[arg(long)]
     limit: Option<usize>,
+    /// Start at image N (0-based): the images before it are left out of
+    /// every figure, so a long run can be split into ranges
+    /// (`--skip 2000 --limit 2000 --garbled-only`).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    skip: usize,
     /// Print the report on standard error and one JSON object as the last
     /// line of standard output.
     #[arg(long)]
@@ -286,6 +291,11 @@ fn run_run(args: RunArgs) -> anyhow::Result<bool> {
         (None, [images, labels]) => mnist::load(images, labels).context("reading the MNIST files")?,
         (None, _) => anyhow::bail!("--mnist takes two files: IMAGES LABELS"),
     };
+    let mut data = data;
+    if args.skip > 0 {
+        anyhow::ensure!(args.skip < data.len(), "--skip {}: the data set has {} images", args.skip, data.len());
+        data.skip(args.skip);
+    }
     let device = offload::select_device(args.device);
     eprintln!("{}", device.message);
     let options = inference::RunOptions {
@@ -298,7 +308,9 @@ fn run_run(args: RunArgs) -> anyhow::Result<bool> {
     let report = inference::run_mnist(&model, &data, args.limit, &options)?;
     if args.json {
         inference::write_report(&report, &mut std::io::stderr().lock())?;
-        println!("{}", report.summary_json());
+        let mut summary = report.summary_json();
+        summary["first_image"] = args.skip.into();
+        println!("{summary}");
     } else {
         inference::write_report(&report, &mut std::io::stdout().lock())?;
     }
