@@ -19,7 +19,7 @@ for t in "${targets[@]}"; do
     if [ -f "dict/$t.dict" ]; then dict=("-dict=dict/$t.dict"); fi
     start=$(date -u +%H:%M)
     status=ok
-    /usr/bin/time -f "%U %S %e" -o "logs/$t.time" nice -n 15 cargo +"$NIGHTLY" fuzz run "$t" \
+    /usr/bin/time -f "%U %S %e" -o "logs/$t.time" nice -n "${FUZZ_NICE:-15}" cargo +"$NIGHTLY" fuzz run "$t" \
         "campaign-corpus/$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=512 \
         -timeout=30 -print_final_stats=1 "${dict[@]}" >"logs/$t.log" 2>&1 || status=CRASH
     read -r user sys wall <"logs/$t.time" || true
