@@ -202,7 +202,35 @@ fn main() {
     c.final_summary();
 
     // The same figures as ratios to the AES block rate, measured alongside.
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    // Criterion's filter: the positional arguments, not the values of its
+    // options (`--measurement-time 2` must not filter on "2").
+    const WITH_VALUE: [&str; 16] = [
+        "--warm-up-time",
+        "--measurement-time",
+        "--sample-size",
+        "--save-baseline",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--profile-time",
+        "--significance-level",
+        "--noise-threshold",
+        "--confidence-level",
+        "--nresamples",
+        "--output-format",
+        "--color",
+        "--plotting-backend",
+        "--format",
+    ];
+    let mut filter: Vec<String> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if WITH_VALUE.contains(&a.as_str()) {
+            args.next();
+        } else if !a.starts_with('-') {
+            filter.push(a);
+        }
+    }
     println!("\nlayers and networks, mean time and ratio to one AES block (measured in this run)");
     println!(
         "{:<28} {:>3} {:>12} {:>12} {:>10} {:>12} {:>12}",
