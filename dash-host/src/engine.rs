@@ -1152,20 +1152,24 @@ impl<'p, 'n, R: Read> EvaluatorSession<'p, 'n, R> {
                 scatter(&mut y, scratch, first, count);
                 continue;
             }
-            let work = |idx: &mut Vec<usize>, k: usize, r: &[Block], s: &mut [u16]| -> Result<()> {
+            // Per worker: the element's input indices and input bundles,
+            // reused from element to element (a bundle is a few KB).
+            type Scratch = (Vec<usize>, Vec<Bundle<Label>>);
+            let work = |(idx, xs): &mut Scratch, k: usize, r: &[Block], s: &mut [u16]| -> Result<()> {
                 let e = first + k;
                 element_inputs(plan, i, e, idx);
-                let xs = idx
-                    .iter()
-                    .map(|&q| {
-                        Bundle::from_wires(
-                            x.residues()
-                                .iter()
-                                .map(|t| Label::from_digits(t.modulus(), t.label_digits(q)))
-                                .collect::<Result<Vec<_>, _>>()?,
-                        )
-                    })
-                    .collect::<Result<Vec<_>, Error>>()?;
+                xs.clear();
+                for &q in idx.iter() {
+                    let mut bad = None;
+                    let bundle = Bundle::from_wires(x.residues().iter().map_while(|t| {
+                        Label::from_digits(t.modulus(), t.label_digits(q)).map_err(|e| bad = Some(e)).ok()
+                    }))?;
+                    if let Some(e) = bad {
+                        bail!(e);
+                    }
+                    xs.push(bundle);
+                }
+                let xs = &xs[..];
                 let start = cost.first_gate + e as u64 * gpe;
                 let mut ev = Evaluator::with_gates(hash, ones, GateCounter::starting_at(start), SliceSource::new(r));
                 let res = run_op(op, sign, &mut ev, &xs)?;
@@ -1182,12 +1186,12 @@ impl<'p, 'n, R: Read> EvaluatorSession<'p, 'n, R> {
                 scratch
                     .par_chunks_mut(per)
                     .enumerate()
-                    .try_for_each_init(Vec::new, |idx, (k, s)| work(idx, k, &[], s))?;
+                    .try_for_each_init(Scratch::default, |scratch, (k, s)| work(scratch, k, &[], s))?;
             } else {
                 rows.par_chunks(ct)
                     .zip(scratch.par_chunks_mut(per))
                     .enumerate()
-                    .try_for_each_init(Vec::new, |idx, (k, (r, s))| work(idx, k, r, s))?;
+                    .try_for_each_init(Scratch::default, |scratch, (k, (r, s))| work(scratch, k, r, s))?;
             }
             scatter(&mut y, scratch, first, count);
         }
