@@ -1172,7 +1172,7 @@ impl<'p, 'n, R: Read> EvaluatorSession<'p, 'n, R> {
                 let xs = &xs[..];
                 let start = cost.first_gate + e as u64 * gpe;
                 let mut ev = Evaluator::with_gates(hash, ones, GateCounter::starting_at(start), SliceSource::new(r));
-                let res = run_op(op, sign, &mut ev, &xs)?;
+                let res = run_op(op, sign, &mut ev, xs)?;
                 ensure!(ev.source().remaining() == 0, "gadget read an unexpected number of rows");
                 let mut off = 0;
                 for w in res.wires() {

@@ -83,6 +83,15 @@ fn linear_layers_of_several_shapes() {
         let layers = vec![conv(&mut r, 2, 3, k, s, p, 50)];
         check(&net(6, &[2, 7, 6], layers), 2, 500, 20 + i as u64);
     }
+    // Convolutions on large primes (131 to 263: the u32 path of the dot
+    // product) next to small ones (u16 lanes).
+    let wide = IntNetwork::new(
+        vec![3, 6, 5],
+        vec![conv(&mut r, 3, 6, [3, 2], [1, 2], Padding { top: 1, left: 2, bottom: 0, right: 1 }, 300)],
+        CrtBase::new(&[2, 3, 131, 251, 257, 263]).unwrap(),
+    )
+    .unwrap();
+    check(&wide, 2, 20000, 30);
     // Sum pooling, flatten, reshape, residual add (with the input and a layer output).
     let layers = vec![
         IntLayer::SumPool { kernel: [2, 3], stride: [2, 1] },
