@@ -228,48 +228,44 @@ fn dense_bounds(inputs: usize, weights: &[i64], bias: &[i64], x: &[Interval]) ->
         .collect()
 }
 
+/// The geometry of a convolution, as the bounds below need it.
+#[derive(Clone, Copy)]
+struct ConvShape {
+    input: [usize; 3],
+    output: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: Padding,
+}
+
 /// Proven outputs of a convolution (the sums of `network::conv_taps`, exactly):
 /// for each output channel, each weight adds its contribution to a whole
 /// row of outputs at once, output channels in parallel. The quantiser's
 /// search calls this dozens of times per layer, so the tap-by-tap form was
 /// most of the time of quantising MiniONN-CIFAR.
-#[allow(clippy::too_many_arguments)]
-fn conv_bounds(
-    [in_channels, h, w]: [usize; 3],
-    [oh, ow]: [usize; 2],
-    [kh, kw]: [usize; 2],
-    [sy, sx]: [usize; 2],
-    padding: Padding,
-    weights: &[i64],
-    bias: &[i64],
-    x: &[Interval],
-) -> Vec<Interval> {
+fn conv_bounds(shape: ConvShape, weights: &[i64], bias: &[i64], x: &[Interval]) -> Vec<Interval> {
     // Sums in i64 when no partial sum can reach 2^62 (almost always: the
     // search's weights keep outputs near Q), in i128 otherwise.
-    let taps = (in_channels * kh * kw) as i128;
+    let taps = (shape.input[0] * shape.kernel[0] * shape.kernel[1]) as i128;
     let wmax = weights.iter().map(|w| (*w as i128).abs()).max().unwrap_or(0);
     let bmax = bias.iter().map(|b| (*b as i128).abs()).max().unwrap_or(0);
     let xmax = x.iter().map(|v| v.lo.abs().max(v.hi.abs())).max().unwrap_or(0);
     let small = wmax.checked_mul(xmax).and_then(|m| m.checked_mul(taps)).is_some_and(|m| m + bmax < 1 << 62);
     if small {
-        conv_bounds_in::<i64>([in_channels, h, w], [oh, ow], [kh, kw], [sy, sx], padding, weights, bias, x)
+        // Every |x| < 2^62 here, so the narrowing is exact.
+        let lo: Vec<i64> = x.iter().map(|v| v.lo as i64).collect();
+        let hi: Vec<i64> = x.iter().map(|v| v.hi as i64).collect();
+        conv_bounds_in(shape, weights, bias, &lo, &hi)
     } else {
-        conv_bounds_in::<i128>([in_channels, h, w], [oh, ow], [kh, kw], [sy, sx], padding, weights, bias, x)
+        let lo: Vec<i128> = x.iter().map(|v| v.lo).collect();
+        let hi: Vec<i128> = x.iter().map(|v| v.hi).collect();
+        conv_bounds_in(shape, weights, bias, &lo, &hi)
     }
 }
 
-/// [`conv_bounds`] with sums in `T` (the caller has ruled out overflow).
-#[allow(clippy::too_many_arguments)]
-fn conv_bounds_in<T>(
-    [in_channels, h, w]: [usize; 3],
-    [oh, ow]: [usize; 2],
-    [kh, kw]: [usize; 2],
-    [sy, sx]: [usize; 2],
-    padding: Padding,
-    weights: &[i64],
-    bias: &[i64],
-    x: &[Interval],
-) -> Vec<Interval>
+/// [`conv_bounds`] with sums in `T`, on the inputs' lower and upper bounds
+/// (the caller has ruled out overflow).
+fn conv_bounds_in<T>(shape: ConvShape, weights: &[i64], bias: &[i64], xlo: &[T], xhi: &[T]) -> Vec<Interval>
 where
     T: Copy
         + Send
@@ -281,10 +277,7 @@ where
         + std::ops::AddAssign
         + std::ops::Mul<Output = T>,
 {
-    // In range: the caller checked every |x| against 2^62.
-    let narrow = |v: i128| T::from(v as i64);
-    let xlo: Vec<T> = x.iter().map(|v| narrow(v.lo)).collect();
-    let xhi: Vec<T> = x.iter().map(|v| narrow(v.hi)).collect();
+    let ConvShape { input: [in_channels, h, w], output: [oh, ow], kernel: [kh, kw], stride: [sy, sx], padding } = shape;
     let per_channel: Vec<Vec<Interval>> = bias
         .par_iter()
         .enumerate()
@@ -299,7 +292,7 @@ where
                             continue;
                         }
                         // w·[lo, hi] is [w·lo, w·hi] for w > 0, [w·hi, w·lo] for w < 0.
-                        let (from_lo, from_hi) = if wv > T::default() { (&xlo, &xhi) } else { (&xhi, &xlo) };
+                        let (from_lo, from_hi) = if wv > T::default() { (xlo, xhi) } else { (xhi, xlo) };
                         // Output columns whose tap lands inside the input row.
                         let c_start = padding.left.saturating_sub(dx).div_ceil(sx);
                         let c_end = ow.min((w + padding.left).saturating_sub(dx).div_ceil(sx));
@@ -723,7 +716,14 @@ fn layer_bounds(
                     && x.len() == in_channels * h * w,
                 "convolution parameters do not match its shapes"
             );
-            conv_bounds([*in_channels, h, w], [oh, ow], *kernel, *stride, *padding, weights, bias, x)
+            let shape = ConvShape {
+                input: [*in_channels, h, w],
+                output: [oh, ow],
+                kernel: *kernel,
+                stride: *stride,
+                padding: *padding,
+            };
+            conv_bounds(shape, weights, bias, x)
         }
         IntLayer::SumPool { kernel, stride } | IntLayer::MaxPool { kernel, stride } => {
             let (&[ch, h, w], &[_, oh, ow]) = (in_shape, out_shape) else {
@@ -830,13 +830,27 @@ mod tests {
                     }
                 }
             }
-            let got = conv_bounds([ic, h, w], [oh, ow], kernel, stride, padding, &weights, &bias, &x);
+            let shape = ConvShape { input: [ic, h, w], output: [oh, ow], kernel, stride, padding };
+            let got = conv_bounds(shape, &weights, &bias, &x);
             assert_eq!(got, want, "ic {ic} oc {oc} {h}x{w} kernel {kernel:?} stride {stride:?} {padding:?}");
-            let wide = conv_bounds_in::<i128>([ic, h, w], [oh, ow], kernel, stride, padding, &weights, &bias, &x);
+            let (lo, hi): (Vec<i128>, Vec<i128>) = x.iter().map(|v| (v.lo, v.hi)).unzip();
+            let wide = conv_bounds_in(shape, &weights, &bias, &lo, &hi);
             assert_eq!(wide, want, "i128 sums");
             checked += 1;
         }
         assert!(checked > 100, "only {checked} shapes were valid");
+        // Inputs beyond i64 take the i128 sums, without narrowing.
+        let shape = ConvShape {
+            input: [1, 2, 2],
+            output: [1, 1],
+            kernel: [2, 2],
+            stride: [1, 1],
+            padding: Padding::uniform(0),
+        };
+        let big = 1i128 << 70;
+        let x = [Interval::new(-big, big), Interval::new(0, big), Interval::new(-3, 5), Interval::new(big, big + 1)];
+        let got = conv_bounds(shape, &[1, -2, 3, 1], &[7], &x);
+        assert_eq!(got, vec![Interval::new(7 - big - 2 * big - 9 + big, 7 + big + 15 + big + 1)]);
     }
 
     fn tiny() -> FloatModel {
