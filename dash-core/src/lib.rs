@@ -18,6 +18,7 @@
 //! | [`backend`] | the [`Backend`] trait: plaintext, cost counter |
 //! | [`garbler`], [`evaluator`] | the garbling and evaluating backends |
 //! | [`crt`] | CRT bases and bundles, verified decoding |
+//! | [`compact`] | an evaluator with 24-byte packed wires, for small RAM |
 //! | [`material`] | sinks and sources of garbled rows |
 //!
 //! ## Example: a garbled CRT computation, verified
@@ -66,6 +67,7 @@ mod log;
 
 pub mod backend;
 pub mod block;
+pub mod compact;
 pub mod crt;
 pub mod delta;
 pub mod error;

@@ -412,29 +412,32 @@ impl EvalHeader {
     }
 
     /// Reads the one-labels that follow the header (u32 prime, block each).
-    pub fn read_ones<const N: usize>(&self, file: &mut HostFile) -> Result<dash_core::OneLabels<N>, Fail> {
-        let mut ones = dash_core::OneLabels::default();
+    pub fn read_ones<const N: usize>(&self, file: &mut HostFile) -> Result<dash_core::compact::PackedOnes<N>, Fail> {
+        let mut ones = dash_core::compact::PackedOnes::new();
         for _ in 0..self.ones {
             let p = u16::try_from(file.read_u32()?).map_err(|_| Fail::Format)?;
-            let m = dash_core::Modulus::new(p)?;
-            ones.push(dash_core::Label::from_block(m, file.read_block()?)?)?;
+            ones.push(dash_core::Modulus::new(p)?, file.read_block()?)?;
         }
         Ok(ones)
     }
 }
 
 /// One input bundle: `k` packed labels from the material stream, one per
-/// prime of `base`. Never inlined: its staging vector must not add to the
-/// caller's frame, which is live during the gadgets.
+/// prime of `base`, checked and kept packed. Never inlined: its staging
+/// vector must not add to the caller's frame, which is live during the
+/// gadgets.
 #[inline(never)]
 pub fn read_bundle<S: MaterialSource, const N: usize>(
-    ev: &mut dash_core::Evaluator<'_, S, N>,
+    ev: &mut dash_core::compact::CompactEvaluator<'_, S, N>,
     base: &dash_core::CrtBase,
-) -> Result<dash_core::Bundle<dash_core::Label>, Fail> {
-    let blocks = ev.source().next_rows(base.len())?;
-    let mut labels: heapless::Vec<dash_core::Label, { dash_core::crt::MAX_CRT_PRIMES }> = heapless::Vec::new();
-    for (m, b) in base.moduli().iter().zip(blocks) {
-        labels.push(dash_core::Label::from_block(*m, *b)?).map_err(|_| Fail::Format)?;
+) -> Result<dash_core::Bundle<dash_core::compact::PackedLabel>, Fail> {
+    let mut blocks = [dash_core::Block::ZERO; dash_core::crt::MAX_CRT_PRIMES];
+    let blocks = blocks.get_mut(..base.len()).ok_or(Fail::Format)?;
+    blocks.copy_from_slice(ev.source().next_rows(base.len())?);
+    let mut labels: heapless::Vec<dash_core::compact::PackedLabel, { dash_core::crt::MAX_CRT_PRIMES }> =
+        heapless::Vec::new();
+    for (m, b) in base.moduli().iter().zip(blocks.iter()) {
+        labels.push(ev.input(*m, *b)?).map_err(|_| Fail::Format)?;
     }
     Ok(dash_core::Bundle::from_wires(labels)?)
 }

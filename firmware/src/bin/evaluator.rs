@@ -1,7 +1,8 @@
 //! The evaluator on the microcontroller: streams in the garbled material of
 //! an exact ReLU followed by a rescale (floor division by a product of base
 //! primes) over a vector of CRT values, evaluates it, and writes the output
-//! labels back for the host to decode and verify.
+//! labels back for the host to decode and verify. Wires are packed
+//! (`dash_core::compact::CompactEvaluator`), 24 bytes each.
 //!
 //! Input `eval.in` (written by `dash-firmware-host gen-eval`), little-endian:
 //! `"DASHEV01"`, `n`, `k`, `divisor`, `ones`, `rows_per_element` (u32 each),
@@ -15,9 +16,10 @@
 use core::fmt::Write as _;
 
 use cortex_m_rt::entry;
+use dash_core::compact::{CompactEvaluator, PackedOnes};
 use dash_core::gadgets::rescale::{Rescale, Rounding};
 use dash_core::gadgets::sign::{Accuracy, SignGadget};
-use dash_core::{CrtBase, Evaluator, FixedKeyHash, OneLabels};
+use dash_core::{CrtBase, FixedKeyHash};
 use dash_firmware::{Counter, EvalHeader, Fail, HostFile, StreamSource};
 
 /// Most moduli the circuit may use (one-labels held in RAM).
@@ -61,12 +63,12 @@ fn run(counter: &Counter) -> Result<(), Fail> {
         return Err(Fail::Format);
     }
 
-    let ones: OneLabels<MAX_MODULI> = h.read_ones(&mut input)?;
+    let ones: PackedOnes<MAX_MODULI> = h.read_ones(&mut input)?;
     let rows = h.stream_rows()?;
     let hash = FixedKeyHash::new();
     let mut output = HostFile::create(c"eval.out")?;
     let source: StreamSource<'_, STREAM_ROWS> = StreamSource::new(&mut input, rows);
-    let mut ev = Evaluator::new(&hash, &ones, source);
+    let mut ev = CompactEvaluator::new(&hash, &ones, source);
     let mut stats = Stats::default();
     for _ in 0..n {
         let x = dash_firmware::read_bundle(&mut ev, &base)?;
@@ -78,7 +80,7 @@ fn run(counter: &Counter) -> Result<(), Fail> {
         stats.rescale_ticks += counter.elapsed(t1);
         stats.elements += 1;
         for w in z.wires() {
-            output.write_block(w.to_block())?;
+            output.write_block(w.block())?;
         }
     }
     stats.gates = ev.gates().peek();
