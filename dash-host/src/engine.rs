@@ -427,7 +427,7 @@ fn i32_segment(p: u16) -> usize {
 /// the products and partial sums run in wrapping `u16` lanes (exact: a
 /// segment of `seg16` terms cannot exceed `u16::MAX`), which the vector
 /// units multiply eight or sixteen at a time; otherwise in `u32`.
-#[inline]
+#[inline(always)]
 fn dot2(w: &[u16], x0: &[u16], x1: &[u16], seg16: usize, seg32: usize) -> (u64, u64) {
     let (mut t0, mut t1) = (0u64, 0u64);
     if seg16 >= 16 {
@@ -467,20 +467,55 @@ fn dense(x: &LabelTensor, w: &[u16], b: &[u16], one: &[u16], out: &mut LabelTens
         }
     }
     let (seg16, seg32) = (u16_segment(p), i32_segment(p));
-    let pp = p as u64;
+    // Reduction by multiplication (`div_rem_u64`), not a `div` per digit.
+    let m = x.modulus();
+    let arch = pulp::Arch::new();
     out.digits_mut().par_chunks_mut(n).enumerate().for_each(|(o, y)| {
-        let wr = &w[o * inputs..(o + 1) * inputs];
-        let bias = b[o] as u64;
-        let row = |d: usize| &xt[d * inputs..(d + 1) * inputs];
-        for d in (0..n).step_by(2) {
-            let (s0, s1) = dot2(wr, row(d), row(d + 1), seg16, seg32);
-            y[d] = ((s0 + bias * one[d] as u64) % pp) as u16;
-            if d + 1 < n {
-                y[d + 1] = ((s1 + bias * one[d + 1] as u64) % pp) as u16;
-            }
-        }
+        arch.dispatch(DenseOutput {
+            w: &w[o * inputs..(o + 1) * inputs],
+            bias: b[o] as u64,
+            one,
+            xt: &xt,
+            inputs,
+            m,
+            seg16,
+            seg32,
+            y,
+        })
     });
     xt.zeroize();
+}
+
+/// One output label of [`dense`]: a dot product per digit pair, compiled
+/// per instruction set by `pulp` (see [`ConvPosition`]).
+struct DenseOutput<'a> {
+    w: &'a [u16],
+    bias: u64,
+    one: &'a [u16],
+    xt: &'a [u16],
+    inputs: usize,
+    m: dash_core::Modulus,
+    seg16: usize,
+    seg32: usize,
+    y: &'a mut [u16],
+}
+
+impl pulp::WithSimd for DenseOutput<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let DenseOutput { w, bias, one, xt, inputs, m, seg16, seg32, y } = self;
+        let n = y.len();
+        let row = |d: usize| &xt[d * inputs..(d + 1) * inputs];
+        for d in (0..n).step_by(2) {
+            let (s0, s1) = dot2(w, row(d), row(d + 1), seg16, seg32);
+            y[d] = m.div_rem_u64(s0 + bias * one[d] as u64).1;
+            if d + 1 < n {
+                y[d + 1] = m.div_rem_u64(s1 + bias * one[d + 1] as u64).1;
+            }
+        }
+    }
 }
 
 struct ConvGeom {
@@ -510,47 +545,54 @@ fn conv(x: &LabelTensor, wts: &[u16], b: &[u16], one: &[u16], out: &mut LabelTen
     let taps = g.c * g.kh * g.kw;
     let positions = g.oh * g.ow;
     let (seg16, seg32) = (u16_segment(p), i32_segment(p));
-    let pp = p as u64;
-    let xd = x.digits();
+    let m = x.modulus();
+    // The input once more, digit-major and zero-padded: `xp[d][ic][py][px]`
+    // holds digit `d` of the input label at `(ic, py - top, px - left)`, zero
+    // in the padding. A tap row of a patch is then `kw` contiguous digits.
+    // Only the rows and columns some tap reads are kept. A copy of secret
+    // digits on the garbler's side, so it is cleared on drop.
+    let (ph, pw) = ((g.oh - 1) * g.sh + g.kh, (g.ow - 1) * g.sw + g.kw);
+    let plane = ph * pw;
+    let mut xp = zeroize::Zeroizing::new(vec![0u16; n * g.c * plane]);
+    for (e, label) in x.digits().chunks_exact(n).enumerate() {
+        let (ic, iy, ix) = (e / (g.h * g.w), (e / g.w) % g.h, e % g.w);
+        let (py, px) = (iy + g.top, ix + g.left);
+        if py < ph && px < pw {
+            for (d, &v) in label.iter().enumerate() {
+                xp[(d * g.c + ic) * plane + py * pw + px] = v;
+            }
+        }
+    }
+    let arch = pulp::Arch::new();
     let per_position: Vec<zeroize::Zeroizing<Vec<u16>>> = (0..positions)
         .into_par_iter()
         .map_init(
-            // One zero row so that an odd digit count still runs in pairs.
+            // One zero row so that an odd digit count still runs in pairs;
+            // rows 0..n are overwritten for every position.
             || zeroize::Zeroizing::new(vec![0u16; (n + 1) * taps]),
             |patch, pos| {
                 let (r, col) = (pos / g.ow, pos % g.ow);
-                patch.fill(0);
-                for ic in 0..g.c {
-                    for dy in 0..g.kh {
-                        let Some(iy) = (r * g.sh + dy).checked_sub(g.top).filter(|&iy| iy < g.h) else {
-                            continue;
-                        };
-                        for dx in 0..g.kw {
-                            let Some(ix) = (col * g.sw + dx).checked_sub(g.left).filter(|&ix| ix < g.w) else {
-                                continue;
-                            };
-                            let tap = (ic * g.kh + dy) * g.kw + dx;
-                            let e = (ic * g.h + iy) * g.w + ix;
-                            for (d, &v) in xd[e * n..(e + 1) * n].iter().enumerate() {
-                                patch[d * taps + tap] = v;
-                            }
-                        }
-                    }
-                }
-                let mut y = zeroize::Zeroizing::new(vec![0u16; b.len() * n]);
-                let row = |d: usize| &patch[d * taps..(d + 1) * taps];
-                for (oc, yo) in y.chunks_exact_mut(n).enumerate() {
-                    let wr = &wts[oc * taps..(oc + 1) * taps];
-                    let bias = b[oc] as u64;
-                    for d in (0..n).step_by(2) {
-                        let (s0, s1) = dot2(wr, row(d), row(d + 1), seg16, seg32);
-                        yo[d] = ((s0 + bias * one[d] as u64) % pp) as u16;
-                        if d + 1 < n {
-                            yo[d + 1] = ((s1 + bias * one[d + 1] as u64) % pp) as u16;
-                        }
-                    }
-                }
-                y
+                // The gather and the dot products run under the best vector
+                // instruction set this CPU has (AVX2 where present), chosen
+                // at run time by `pulp`; the code is the same plain loops.
+                arch.dispatch(ConvPosition {
+                    patch,
+                    xp: &xp,
+                    corner: r * g.sh * pw + col * g.sw,
+                    plane,
+                    pw,
+                    channels: g.c,
+                    kh: g.kh,
+                    kw: g.kw,
+                    wts,
+                    bias: b,
+                    one,
+                    n,
+                    taps,
+                    m,
+                    seg16,
+                    seg32,
+                })
             },
         )
         .collect();
@@ -560,6 +602,102 @@ fn conv(x: &LabelTensor, wts: &[u16], b: &[u16], one: &[u16], out: &mut LabelTen
             let o = oc * positions + pos;
             outd[o * n..(o + 1) * n].copy_from_slice(yo);
         }
+    }
+}
+
+/// One output position of [`conv`]: gather its patch, then one dot
+/// product per output channel and digit. A `pulp::WithSimd` so that
+/// `Arch::dispatch` compiles it once per instruction set (its body must be
+/// inlined into the dispatcher, hence `inline(always)` down to [`dot2`]).
+struct ConvPosition<'a> {
+    patch: &'a mut [u16],
+    /// The padded digit-major input of [`conv`], its plane size and row
+    /// length, and where this position's window starts in a plane.
+    xp: &'a [u16],
+    plane: usize,
+    pw: usize,
+    corner: usize,
+    channels: usize,
+    kh: usize,
+    kw: usize,
+    wts: &'a [u16],
+    bias: &'a [u16],
+    one: &'a [u16],
+    n: usize,
+    taps: usize,
+    m: dash_core::Modulus,
+    seg16: usize,
+    seg32: usize,
+}
+
+/// The patch gather of [`ConvPosition`].
+struct Gather<'a> {
+    xp: &'a [u16],
+    plane: usize,
+    pw: usize,
+    corner: usize,
+    channels: usize,
+    kh: usize,
+    kw: usize,
+    n: usize,
+    taps: usize,
+}
+
+impl Gather<'_> {
+    /// Runs of `K` digits (`K == kw`), or of `kw` when `K` is 0.
+    #[inline(always)]
+    fn run<const K: usize>(&self, patch: &mut [u16]) {
+        for (d, row) in patch.chunks_exact_mut(self.taps).take(self.n).enumerate() {
+            for (ic, rows) in row.chunks_exact_mut(self.kh * self.kw).enumerate() {
+                let start = (d * self.channels + ic) * self.plane + self.corner;
+                for (dy, run) in rows.chunks_exact_mut(self.kw).enumerate() {
+                    let src = &self.xp[start + dy * self.pw..];
+                    if K == 0 {
+                        run.copy_from_slice(&src[..self.kw]);
+                    } else if let (Some(to), Some(from)) = (run.first_chunk_mut::<K>(), src.first_chunk::<K>()) {
+                        *to = *from;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl pulp::WithSimd for ConvPosition<'_> {
+    type Output = zeroize::Zeroizing<Vec<u16>>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> Self::Output {
+        let ConvPosition { patch, xp, plane, pw, corner, channels, kh, kw, wts, bias, one, n, taps, m, seg16, seg32 } =
+            self;
+        // Gather digit-major: for each digit, `channels · kh` runs of `kw`
+        // contiguous digits, in tap order `(ic·kh + dy)·kw + dx`. The
+        // usual kernel widths copy fixed-size runs (plain moves, where a
+        // run-time length would call `memcpy` for a few bytes).
+        let g = Gather { xp, plane, pw, corner, channels, kh, kw, n, taps };
+        match kw {
+            1 => g.run::<1>(patch),
+            2 => g.run::<2>(patch),
+            3 => g.run::<3>(patch),
+            4 => g.run::<4>(patch),
+            5 => g.run::<5>(patch),
+            7 => g.run::<7>(patch),
+            _ => g.run::<0>(patch),
+        }
+        let mut y = zeroize::Zeroizing::new(vec![0u16; bias.len() * n]);
+        let row = |d: usize| &patch[d * taps..(d + 1) * taps];
+        for (oc, yo) in y.chunks_exact_mut(n).enumerate() {
+            let wr = &wts[oc * taps..(oc + 1) * taps];
+            let b = bias[oc] as u64;
+            for d in (0..n).step_by(2) {
+                let (s0, s1) = dot2(wr, row(d), row(d + 1), seg16, seg32);
+                yo[d] = m.div_rem_u64(s0 + b * one[d] as u64).1;
+                if d + 1 < n {
+                    yo[d + 1] = m.div_rem_u64(s1 + b * one[d + 1] as u64).1;
+                }
+            }
+        }
+        y
     }
 }
 
@@ -650,19 +788,21 @@ fn linear_layer(
     Ok(match layer {
         IntLayer::Dense { inputs, .. } => {
             let mut out = CrtTensor::zeros(base, out_shape);
-            for (j, y) in out.residues_mut().iter_mut().enumerate() {
+            // Residues in parallel too (each is parallel inside): the small
+            // primes' long labels and the large primes' short ones balance.
+            out.residues_mut().par_iter_mut().enumerate().for_each(|(j, y)| {
                 let (w, b) = &plan.reduced[i][j];
                 dense(x.residue(j), w, b, &ones[j], y, *inputs);
-            }
+            });
             out
         }
         IntLayer::Conv2d { kernel, stride, padding, .. } => {
             let g = geometry(in_shape, out_shape, *kernel, *stride, padding.top, padding.left);
             let mut out = CrtTensor::zeros(base, out_shape);
-            for (j, y) in out.residues_mut().iter_mut().enumerate() {
+            out.residues_mut().par_iter_mut().enumerate().for_each(|(j, y)| {
                 let (w, b) = &plan.reduced[i][j];
                 conv(x.residue(j), w, b, &ones[j], y, &g);
-            }
+            });
             out
         }
         IntLayer::SumPool { kernel, stride } => {

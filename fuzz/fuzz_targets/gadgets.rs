@@ -7,6 +7,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
+use dash_core::compact::{CompactEvaluator, PackedOnes};
 use dash_core::gadgets::basechange::{BaseExtension, wrap_signed};
 use dash_core::gadgets::compare::{greater_equal, less_than, max_window, min_window};
 use dash_core::gadgets::rescale::{Halving, Rescale, Rounding};
@@ -303,4 +304,14 @@ fuzz_target!(|case: Case| {
         let v = keys.decode_bundle(ob, &zero, &blocks).expect("bundle decode failed");
         assert_eq!(v, decode_plain(out_base, &plain));
     }
+
+    // The compact (packed-wire) evaluator returns exactly the same labels.
+    let packed: PackedOnes<{ dash_core::garbler::DEFAULT_MAX_MODULI }> = PackedOnes::from_labels(&ones).unwrap();
+    let mut ce = CompactEvaluator::new(&hash, &packed, SliceSource::new(&rows));
+    let cin: Vec<_> = encoded.iter().map(|b| ce.input_bundle(b).unwrap()).collect();
+    let cout = gadget.run(&mut ce, &cin).expect("compact evaluation failed");
+    assert_eq!(ce.source().remaining(), 0, "compact evaluator left rows unread");
+    let compact: Vec<Block> = cout.iter().map(|w| w.block()).collect();
+    let unpacked: Vec<Block> = out.iter().map(|l| l.to_block()).collect();
+    assert_eq!(compact, unpacked, "compact evaluator differs from the unpacked one on {xs:?}");
 });
