@@ -60,6 +60,14 @@ pub trait Backend {
         let k = self.constant(c, m)?;
         self.add(a, &k)
     }
+
+    /// `a += b mod p`, in place. The same as [`Backend::add`]; backends whose
+    /// wires are large override it to save the copy (gadgets sum many
+    /// wires into one accumulator).
+    fn add_assign(&mut self, a: &mut Self::Wire, b: &Self::Wire) -> Result<(), Error> {
+        *a = self.add(a, b)?;
+        Ok(())
+    }
 }
 
 pub(crate) fn same_modulus(a: Modulus, b: Modulus) -> Result<Modulus, Error> {

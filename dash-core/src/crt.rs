@@ -168,6 +168,17 @@ impl<W> Bundle<W> {
         Ok(Bundle { wires: v })
     }
 
+    /// A bundle with no wires yet, for gadgets that build their output
+    /// wire by wire in place (no staging vector to copy).
+    pub(crate) fn empty() -> Bundle<W> {
+        Bundle { wires: heapless::Vec::new() }
+    }
+
+    /// Appends the next residue's wire.
+    pub(crate) fn push(&mut self, w: W) -> Result<(), Error> {
+        self.wires.push(w).map_err(|_| Error::InvalidCrtBase)
+    }
+
     /// The wires, in base order.
     pub fn wires(&self) -> &[W] {
         &self.wires

@@ -73,6 +73,11 @@ impl ZeroLabel {
         &self.0
     }
 
+    /// The zero label, for in-place arithmetic by the garbler.
+    pub(crate) fn as_label_mut(&mut self) -> &mut Label {
+        &mut self.0
+    }
+
     /// The label that encodes `value` on this wire: `W_0 + value·Δ`. This is
     /// what the garbler sends the evaluator for an input.
     pub fn encode(&self, value: u16, delta: &Delta) -> Result<Label, crate::Error> {

@@ -68,6 +68,20 @@ impl<S: MaterialSource, const N: usize> Backend for Evaluator<'_, S, N> {
         Ok(a.neg())
     }
 
+    fn add_assign(&mut self, a: &mut Label, b: &Label) -> Result<(), Error> {
+        crate::backend::same_modulus(a.modulus(), b.modulus())?;
+        a.add_assign_unchecked(b);
+        Ok(())
+    }
+
+    fn add_constant(&mut self, a: &Label, c: u16) -> Result<Label, Error> {
+        // a + c·(the one-label): one copy, no temporary constant label.
+        let one = self.ones.get(a.modulus())?;
+        let mut out = a.clone();
+        out.add_scaled_unchecked(one, c);
+        Ok(out)
+    }
+
     fn cmul(&mut self, a: &Label, c: u16) -> Result<Label, Error> {
         Ok(a.cmul(c))
     }

@@ -252,6 +252,20 @@ impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
         Ok(ZeroLabel::new(a.as_label().neg()))
     }
 
+    fn add_assign(&mut self, a: &mut ZeroLabel, b: &ZeroLabel) -> Result<(), Error> {
+        crate::backend::same_modulus(a.modulus(), b.modulus())?;
+        a.as_label_mut().add_assign_unchecked(b.as_label());
+        Ok(())
+    }
+
+    fn add_constant(&mut self, a: &ZeroLabel, c: u16) -> Result<ZeroLabel, Error> {
+        // The zero label of a + c is A + c·O_p (constant-time in c).
+        let one = &self.keys.entry(a.modulus())?.one;
+        let mut out = a.as_label().clone();
+        out.add_scaled_unchecked(one.as_label(), c);
+        Ok(ZeroLabel::new(out))
+    }
+
     fn cmul(&mut self, a: &ZeroLabel, c: u16) -> Result<ZeroLabel, Error> {
         Ok(ZeroLabel::new(a.as_label().cmul(c)))
     }

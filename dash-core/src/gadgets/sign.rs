@@ -147,10 +147,14 @@ struct Position {
     sum_modulus: Option<Modulus>,
     contributors: u32,
     free: u32,
+    /// `ceil(2^40 / radix)` when the position is computed (its radix is a
+    /// projection input, at most 1024): [`digit`] divides by multiplying.
+    radix_recip: u64,
 }
 
 impl Position {
-    const EMPTY: Position = Position { radix: 0, h: [0; MAX_CRT_PRIMES], sum_modulus: None, contributors: 0, free: 0 };
+    const EMPTY: Position =
+        Position { radix: 0, h: [0; MAX_CRT_PRIMES], sum_modulus: None, contributors: 0, free: 0, radix_recip: 0 };
 }
 
 /// An exact (or approximate) sign gadget for one CRT base: the public
@@ -327,7 +331,7 @@ impl SignGadget {
 
     /// The digit residue `i` contributes at `pos` for residue value `j`.
     fn digit(&self, i: usize, pos: &Position, j: u16) -> u16 {
-        digit(self.base.moduli()[i], self.inverses[i], pos.h[i], pos.radix, j)
+        digit(self.base.moduli()[i], self.inverses[i], pos.h[i], pos.radix as u64, pos.radix_recip, j)
     }
 
     /// The bit `[x < 0]` (`negative`) or `[x >= 0]`.
@@ -356,10 +360,10 @@ impl SignGadget {
                 } else {
                     b.project(w, n, |j| n.reduce(self.digit(i, pos, j) as u32))?
                 };
-                acc = Some(match acc {
-                    None => d,
-                    Some(a) => b.add(&a, &d)?,
-                });
+                match acc.as_mut() {
+                    Some(a) => b.add_assign(a, &d)?,
+                    None => acc = Some(d),
+                }
             }
             if l == top {
                 return if pos.radix == 2 {
@@ -415,13 +419,16 @@ impl SignGadget {
         if b.modulus_of(sign).value() != 2 {
             return Err(Error::NotABit(b.modulus_of(sign).value()));
         }
-        let mut out: heapless::Vec<B::Wire, MAX_CRT_PRIMES> = heapless::Vec::new();
+        let mut out = Bundle::empty();
         for m in self.base.moduli() {
             let p = m.value();
-            let w = if p == 2 { b.constant(1, *m)? } else { b.project(sign, *m, |s| if s == 0 { 1 } else { p - 1 })? };
-            let _ = out.push(w);
+            out.push(if p == 2 {
+                b.constant(1, *m)?
+            } else {
+                b.project(sign, *m, |s| if s == 0 { 1 } else { p - 1 })?
+            })?;
         }
-        Bundle::from_wires(out)
+        Ok(out)
     }
 
     /// `ReLU(x) = max(x, 0)`: every residue times the bit `[x >= 0]`.
@@ -438,22 +445,33 @@ impl SignGadget {
     /// modulus 2 (`p_i + 1` ciphertexts per residue).
     pub fn mul_bit<B: Backend>(&self, b: &mut B, x: &Bundle<B::Wire>, bit: &B::Wire) -> Result<Bundle<B::Wire>, Error> {
         self.check(b, x)?;
-        let mut out: heapless::Vec<B::Wire, MAX_CRT_PRIMES> = heapless::Vec::new();
+        let mut out = Bundle::empty();
         for w in x.wires() {
-            let _ = out.push(b.mul_bit(w, bit)?);
+            out.push(b.mul_bit(w, bit)?)?;
         }
-        Bundle::from_wires(out)
+        Ok(out)
     }
 }
 
 /// `floor(H·r/p) mod m` for `r = a·j mod p`, given `h = H mod (p·m)`
 /// (`(h·r mod p·m) / p` is `floor(h·r / p) mod m`). The garbler evaluates
-/// this for every table entry, so the reductions mod `p` are by
-/// multiplication; only `mod m` divides.
-fn digit(p: Modulus, a: u16, h: u32, m: u128, j: u16) -> u16 {
+/// this for every table entry, so every reduction is by multiplication:
+/// mod `p` with the modulus's constants, mod `m` with `m_recip =
+/// ceil(2^40 / m)`. That quotient is exact because `q < p·m <= 2^20` (both
+/// at most [`MAX_PROJECTION_INPUT`], which `build` checks): the reciprocal's
+/// error adds less than `2^-20` to `q/m`, whose fractional part is at most
+/// `1 - 1/m <= 1 - 2^-10`.
+fn digit(p: Modulus, a: u16, h: u32, m: u64, m_recip: u64, j: u16) -> u16 {
     let r = p.mul(a, p.reduce(j as u32));
     let (q, _) = p.div_rem_u64(h as u64 * r as u64);
-    (q % m as u64) as u16
+    debug_assert!(q < 1 << 20 && m <= MAX_PROJECTION_INPUT as u64);
+    let quotient = (q * m_recip) >> 40;
+    (q - quotient * m) as u16
+}
+
+/// `ceil(2^40 / m)` for a radix `2 <= m <= MAX_PROJECTION_INPUT` (see [`digit`]).
+fn radix_recip(m: u64) -> u64 {
+    (1u64 << 40).div_ceil(m)
 }
 
 /// Builds the gadget's public parameters for a radix list.
@@ -532,6 +550,8 @@ fn build(base: &CrtBase, radices: &[u128], dropped: usize) -> Result<SignGadget,
             if radix > MAX_PROJECTION_INPUT as u128 {
                 return Err(Error::InvalidParameter);
             }
+            let recip = radix_recip(radix as u64);
+            pos.radix_recip = recip;
             let high = scale / weights[l];
             for (i, m) in moduli.iter().enumerate() {
                 let p = m.value();
@@ -540,7 +560,7 @@ fn build(base: &CrtBase, radices: &[u128], dropped: usize) -> Result<SignGadget,
                 }
                 let h = (high % (p as u128 * radix)) as u32;
                 pos.h[i] = h;
-                let d = |j: u16| digit(*m, inverses[i], h, radix, j);
+                let d = |j: u16| digit(*m, inverses[i], h, radix as u64, recip, j);
                 if (0..p).all(|j| d(j) == 0) {
                     continue;
                 }
@@ -827,6 +847,28 @@ mod tests {
             if let Some(&(_, s, r)) = expect.iter().find(|e| e.0 == k) {
                 assert_eq!((g.sign_ciphertexts(), g.relu_ciphertexts()), (s, r), "k {k}");
             }
+        }
+    }
+
+    /// The multiply-shift quotient in `digit` equals the true one for every
+    /// radix a projection can take and every `q < 2^20`, checked at both
+    /// sides of every multiple of the radix (where an inexact reciprocal
+    /// would show first) and at the top of the range.
+    #[cfg_attr(miri, ignore = "about 10^7 cases: too slow under Miri")]
+    #[test]
+    fn radix_reciprocal_is_exact() {
+        for m in 2..=MAX_PROJECTION_INPUT as u64 {
+            let recip = radix_recip(m);
+            let check = |q: u64| assert_eq!((q * recip) >> 40, q / m, "q = {q}, m = {m}");
+            let mut k = 0;
+            while k * m < 1 << 20 {
+                check(k * m);
+                if k > 0 {
+                    check(k * m - 1);
+                }
+                k += 1;
+            }
+            check((1 << 20) - 1);
         }
     }
 
