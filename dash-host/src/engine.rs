@@ -467,36 +467,49 @@ fn dense(x: &LabelTensor, w: &[u16], b: &[u16], one: &[u16], out: &mut LabelTens
         }
     }
     let (seg16, seg32) = (u16_segment(p), i32_segment(p));
-    // Reduction by multiplication (`div_rem_u64`), not a `div` per digit.
-    let m = x.modulus();
+    let dots = DigitDots { m: x.modulus(), one, seg16, seg32 };
     let arch = pulp::Arch::new();
     out.digits_mut().par_chunks_mut(n).enumerate().for_each(|(o, y)| {
-        arch.dispatch(DenseOutput {
-            w: &w[o * inputs..(o + 1) * inputs],
-            bias: b[o] as u64,
-            one,
-            xt: &xt,
-            inputs,
-            m,
-            seg16,
-            seg32,
-            y,
-        })
+        arch.dispatch(DenseOutput { w: &w[o * inputs..(o + 1) * inputs], bias: b[o] as u64, xt: &xt, inputs, dots, y })
     });
     xt.zeroize();
 }
 
-/// One output label of [`dense`]: a dot product per digit pair, compiled
-/// per instruction set by `pulp` (see [`ConvPosition`]).
+/// What every linear layer's output label needs: per digit `d`, the dot
+/// product of a weight row with digit row `d` of the inputs (digit-major,
+/// `stride` apart, with one spare zero row after the last), plus the bias
+/// times the one-label's digit, reduced mod `p` by multiply-shift.
+#[derive(Clone, Copy)]
+struct DigitDots<'a> {
+    m: dash_core::Modulus,
+    one: &'a [u16],
+    seg16: usize,
+    seg32: usize,
+}
+
+impl DigitDots<'_> {
+    #[inline(always)]
+    fn label(&self, w: &[u16], bias: u64, rows: &[u16], stride: usize, y: &mut [u16]) {
+        let n = y.len();
+        let row = |d: usize| &rows[d * stride..(d + 1) * stride];
+        for d in (0..n).step_by(2) {
+            let (s0, s1) = dot2(w, row(d), row(d + 1), self.seg16, self.seg32);
+            y[d] = self.m.div_rem_u64(s0 + bias * self.one[d] as u64).1;
+            if d + 1 < n {
+                y[d + 1] = self.m.div_rem_u64(s1 + bias * self.one[d + 1] as u64).1;
+            }
+        }
+    }
+}
+
+/// One output label of [`dense`], compiled per instruction set by `pulp`
+/// (see [`ConvPosition`]).
 struct DenseOutput<'a> {
     w: &'a [u16],
     bias: u64,
-    one: &'a [u16],
     xt: &'a [u16],
     inputs: usize,
-    m: dash_core::Modulus,
-    seg16: usize,
-    seg32: usize,
+    dots: DigitDots<'a>,
     y: &'a mut [u16],
 }
 
@@ -505,16 +518,7 @@ impl pulp::WithSimd for DenseOutput<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let DenseOutput { w, bias, one, xt, inputs, m, seg16, seg32, y } = self;
-        let n = y.len();
-        let row = |d: usize| &xt[d * inputs..(d + 1) * inputs];
-        for d in (0..n).step_by(2) {
-            let (s0, s1) = dot2(w, row(d), row(d + 1), seg16, seg32);
-            y[d] = m.div_rem_u64(s0 + bias * one[d] as u64).1;
-            if d + 1 < n {
-                y[d + 1] = m.div_rem_u64(s1 + bias * one[d + 1] as u64).1;
-            }
-        }
+        self.dots.label(self.w, self.bias, self.xt, self.inputs, self.y);
     }
 }
 
@@ -545,7 +549,7 @@ fn conv(x: &LabelTensor, wts: &[u16], b: &[u16], one: &[u16], out: &mut LabelTen
     let taps = g.c * g.kh * g.kw;
     let positions = g.oh * g.ow;
     let (seg16, seg32) = (u16_segment(p), i32_segment(p));
-    let m = x.modulus();
+    let dots = DigitDots { m: x.modulus(), one, seg16, seg32 };
     // The input once more, digit-major and zero-padded: `xp[d][ic][py][px]`
     // holds digit `d` of the input label at `(ic, py - top, px - left)`, zero
     // in the padding. A tap row of a patch is then `kw` contiguous digits.
@@ -575,24 +579,18 @@ fn conv(x: &LabelTensor, wts: &[u16], b: &[u16], one: &[u16], out: &mut LabelTen
                 // The gather and the dot products run under the best vector
                 // instruction set this CPU has (AVX2 where present), chosen
                 // at run time by `pulp`; the code is the same plain loops.
-                arch.dispatch(ConvPosition {
-                    patch,
+                let gather = Gather {
                     xp: &xp,
-                    corner: r * g.sh * pw + col * g.sw,
                     plane,
                     pw,
+                    corner: r * g.sh * pw + col * g.sw,
                     channels: g.c,
                     kh: g.kh,
                     kw: g.kw,
-                    wts,
-                    bias: b,
-                    one,
                     n,
                     taps,
-                    m,
-                    seg16,
-                    seg32,
-                })
+                };
+                arch.dispatch(ConvPosition { patch, gather, wts, bias: b, dots })
             },
         )
         .collect();
@@ -611,26 +609,15 @@ fn conv(x: &LabelTensor, wts: &[u16], b: &[u16], one: &[u16], out: &mut LabelTen
 /// inlined into the dispatcher, hence `inline(always)` down to [`dot2`]).
 struct ConvPosition<'a> {
     patch: &'a mut [u16],
-    /// The padded digit-major input of [`conv`], its plane size and row
-    /// length, and where this position's window starts in a plane.
-    xp: &'a [u16],
-    plane: usize,
-    pw: usize,
-    corner: usize,
-    channels: usize,
-    kh: usize,
-    kw: usize,
+    gather: Gather<'a>,
     wts: &'a [u16],
     bias: &'a [u16],
-    one: &'a [u16],
-    n: usize,
-    taps: usize,
-    m: dash_core::Modulus,
-    seg16: usize,
-    seg32: usize,
+    dots: DigitDots<'a>,
 }
 
-/// The patch gather of [`ConvPosition`].
+/// The patch gather of [`ConvPosition`]: the padded digit-major input of
+/// [`conv`], its plane size and row length, where this position's window
+/// starts in a plane, and the patch's shape.
 struct Gather<'a> {
     xp: &'a [u16],
     plane: usize,
@@ -668,34 +655,24 @@ impl pulp::WithSimd for ConvPosition<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) -> Self::Output {
-        let ConvPosition { patch, xp, plane, pw, corner, channels, kh, kw, wts, bias, one, n, taps, m, seg16, seg32 } =
-            self;
+        let ConvPosition { patch, gather, wts, bias, dots } = self;
         // Gather digit-major: for each digit, `channels · kh` runs of `kw`
         // contiguous digits, in tap order `(ic·kh + dy)·kw + dx`. The
         // usual kernel widths copy fixed-size runs (plain moves, where a
         // run-time length would call `memcpy` for a few bytes).
-        let g = Gather { xp, plane, pw, corner, channels, kh, kw, n, taps };
-        match kw {
-            1 => g.run::<1>(patch),
-            2 => g.run::<2>(patch),
-            3 => g.run::<3>(patch),
-            4 => g.run::<4>(patch),
-            5 => g.run::<5>(patch),
-            7 => g.run::<7>(patch),
-            _ => g.run::<0>(patch),
+        match gather.kw {
+            1 => gather.run::<1>(patch),
+            2 => gather.run::<2>(patch),
+            3 => gather.run::<3>(patch),
+            4 => gather.run::<4>(patch),
+            5 => gather.run::<5>(patch),
+            7 => gather.run::<7>(patch),
+            _ => gather.run::<0>(patch),
         }
+        let (n, taps) = (gather.n, gather.taps);
         let mut y = zeroize::Zeroizing::new(vec![0u16; bias.len() * n]);
-        let row = |d: usize| &patch[d * taps..(d + 1) * taps];
         for (oc, yo) in y.chunks_exact_mut(n).enumerate() {
-            let wr = &wts[oc * taps..(oc + 1) * taps];
-            let b = bias[oc] as u64;
-            for d in (0..n).step_by(2) {
-                let (s0, s1) = dot2(wr, row(d), row(d + 1), seg16, seg32);
-                yo[d] = m.div_rem_u64(s0 + b * one[d] as u64).1;
-                if d + 1 < n {
-                    yo[d + 1] = m.div_rem_u64(s1 + b * one[d + 1] as u64).1;
-                }
-            }
+            dots.label(&wts[oc * taps..(oc + 1) * taps], bias[oc] as u64, patch, taps, yo);
         }
         y
     }
