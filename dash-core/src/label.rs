@@ -673,6 +673,32 @@ mod tests {
         }
     }
 
+    /// `from_hash` gives the digits of one fraction chain per 64-bit half,
+    /// high half first (a reference written out step by step: garbler and
+    /// evaluator builds must agree on it).
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
+    #[test]
+    fn from_hash_equals_the_single_chain_reference() {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        for m in primes().filter(|m| m.value() > 2) {
+            let (p, n) = (m.value() as u128, m.digits());
+            for _ in 0..8 {
+                let block = Block(((rng.next_u64() as u128) << 64) | rng.next_u64() as u128);
+                let mut want = [0u16; MAX_DIGITS];
+                let h = n.div_ceil(2);
+                for (half, range) in [((block.0 >> 64) as u64, 0..h), (block.0 as u64, h..n)] {
+                    let mut f = half;
+                    for d in want[range].iter_mut() {
+                        let t = f as u128 * p;
+                        *d = (t >> 64) as u16;
+                        f = t as u64;
+                    }
+                }
+                assert_eq!(Label::from_hash(m, block).digits(), &want[..n], "p = {}", m.value());
+            }
+        }
+    }
+
     #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn from_hash_digits_are_reduced_and_spread() {
