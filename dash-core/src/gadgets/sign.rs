@@ -147,9 +147,10 @@ struct Position {
     sum_modulus: Option<Modulus>,
     contributors: u32,
     free: u32,
-    /// `ceil(2^40 / radix)` when the position is computed (its radix is a
+    /// `ceil(2^30 / radix)` when the position is computed (its radix is a
     /// projection input, at most 1024): [`digit`] divides by multiplying.
-    radix_recip: u64,
+    /// A `u32`, which fits in the struct's padding.
+    radix_recip: u32,
 }
 
 impl Position {
@@ -218,8 +219,29 @@ impl SignGadget {
     /// approximation drops so much that its error window would exceed
     /// `Q/2`.
     pub fn new(base: &CrtBase, accuracy: Accuracy) -> Result<SignGadget, Error> {
-        let radices = search(base)?;
+        let radices = SignGadget::search_radices(base)?;
         SignGadget::with_radices(base, accuracy, &radices)
+    }
+
+    /// The digit order [`SignGadget::new`] chooses for `base`, without
+    /// building the gadget: `new` is this followed by
+    /// [`SignGadget::with_radices`]. A device with little RAM runs the two
+    /// steps in separate call frames, so the search's scratch and the
+    /// gadget are never on the stack together (`firmware/`).
+    ///
+    /// ```
+    /// use dash_core::gadgets::sign::{Accuracy, SignGadget};
+    /// use dash_core::CrtBase;
+    /// let base = CrtBase::first(5)?;
+    /// let radices = SignGadget::search_radices(&base)?;
+    /// let two_steps = SignGadget::with_radices(&base, Accuracy::Exact, &radices)?;
+    /// let one_step = SignGadget::new(&base, Accuracy::Exact)?;
+    /// assert_eq!(two_steps.radices(), one_step.radices());
+    /// assert_eq!(two_steps.relu_ciphertexts(), one_step.relu_ciphertexts());
+    /// # Ok::<(), dash_core::Error>(())
+    /// ```
+    pub fn search_radices(base: &CrtBase) -> Result<heapless::Vec<u128, MAX_POSITIONS>, Error> {
+        search(base)
     }
 
     /// The gadget for `base` with the mixed radix `radices` (least
@@ -457,21 +479,21 @@ impl SignGadget {
 /// (`(h·r mod p·m) / p` is `floor(h·r / p) mod m`). The garbler evaluates
 /// this for every table entry, so every reduction is by multiplication:
 /// mod `p` with the modulus's constants, mod `m` with `m_recip =
-/// ceil(2^40 / m)`. That quotient is exact because `q < p·m <= 2^20` (both
+/// ceil(2^30 / m)`. That quotient is exact because `q < p·m <= 2^20` (both
 /// at most [`MAX_PROJECTION_INPUT`], which `build` checks): the reciprocal's
-/// error adds less than `2^-20` to `q/m`, whose fractional part is at most
-/// `1 - 1/m <= 1 - 2^-10`.
-fn digit(p: Modulus, a: u16, h: u32, m: u64, m_recip: u64, j: u16) -> u16 {
+/// error adds less than `q/2^30 < 2^-10 <= 1/m` to `q/m`, whose fractional
+/// part is at most `1 - 1/m`.
+fn digit(p: Modulus, a: u16, h: u32, m: u64, m_recip: u32, j: u16) -> u16 {
     let r = p.mul(a, p.reduce(j as u32));
     let (q, _) = p.div_rem_u64(h as u64 * r as u64);
     debug_assert!(q < 1 << 20 && m <= MAX_PROJECTION_INPUT as u64);
-    let quotient = (q * m_recip) >> 40;
+    let quotient = (q * m_recip as u64) >> 30;
     (q - quotient * m) as u16
 }
 
-/// `ceil(2^40 / m)` for a radix `2 <= m <= MAX_PROJECTION_INPUT` (see [`digit`]).
-fn radix_recip(m: u64) -> u64 {
-    (1u64 << 40).div_ceil(m)
+/// `ceil(2^30 / m)` for a radix `2 <= m <= MAX_PROJECTION_INPUT` (see [`digit`]).
+fn radix_recip(m: u64) -> u32 {
+    (1u64 << 30).div_ceil(m) as u32
 }
 
 /// Builds the gadget's public parameters for a radix list.
@@ -859,7 +881,7 @@ mod tests {
     fn radix_reciprocal_is_exact() {
         for m in 2..=MAX_PROJECTION_INPUT as u64 {
             let recip = radix_recip(m);
-            let check = |q: u64| assert_eq!((q * recip) >> 40, q / m, "q = {q}, m = {m}");
+            let check = |q: u64| assert_eq!((q * recip as u64) >> 30, q / m, "q = {q}, m = {m}");
             let mut k = 0;
             while k * m < 1 << 20 {
                 check(k * m);

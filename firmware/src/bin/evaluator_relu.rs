@@ -52,7 +52,7 @@ fn run(counter: &Counter) -> Result<(), Fail> {
 /// deterministic search the garbler ran); only the radices leave this frame.
 #[inline(never)]
 fn find_radices(k: usize) -> Result<heapless::Vec<u128, MAX_POSITIONS>, Fail> {
-    Ok(SignGadget::new(&CrtBase::first(k)?, Accuracy::Exact)?.radices())
+    Ok(SignGadget::search_radices(&CrtBase::first(k)?)?)
 }
 
 #[inline(never)]
