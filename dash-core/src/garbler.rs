@@ -313,21 +313,22 @@ impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
         )?;
         // Rows keyed by X: row γ decrypts to R_0 - γ·B'_0. The evaluator adds
         // γ·B' + T and obtains R_0 + T_0 + (γ - colour(X0))·b·Δ = Z_0 + x·b·Δ.
-        let mut key0 = x.as_label().clone();
-        key0.add_scaled_unchecked(delta_x.as_label(), minus_cx);
-        // garble_rows takes the key and zeroises it.
+        let mut key = x.as_label().clone();
+        key.add_scaled_unchecked(delta_x.as_label(), minus_cx);
+        // garble_rows walks the key through the wire's labels and zeroises it.
         let b0 = b_lift.as_label();
-        let r0 = projection::garble_rows(
+        let mut z = ZeroLabel::new(Label::zero(p));
+        projection::garble_rows(
             self.hash,
             Tweak::new(Domain::MulBit, gate, 2),
-            key0,
+            &mut key,
             delta_x,
             p,
             |c, r0, out| out.set_scaled_sum(r0, b0, p.neg(p.reduce(c as u32))),
             &mut self.sink,
-        );
-        let mut z = r0?;
-        z.add_assign_unchecked(t.as_label());
-        Ok(ZeroLabel::new(z))
+            z.as_label_mut(),
+        )?;
+        z.as_label_mut().add_assign_unchecked(t.as_label());
+        Ok(z)
     }
 }

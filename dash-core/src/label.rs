@@ -126,7 +126,12 @@ impl Label {
     #[inline]
     pub(crate) fn add_assign_unchecked(&mut self, other: &Label) {
         let p = self.modulus.value();
-        zip2(self.modulus, &mut self.digits, &other.digits, |a, b| reduce_once16(a + b, p));
+        if p == 2 {
+            // Binary digits: addition is XOR (128 lanes, the longest labels).
+            zip2(self.modulus, &mut self.digits, &other.digits, |a, b| a ^ b);
+        } else {
+            zip2(self.modulus, &mut self.digits, &other.digits, |a, b| reduce_once16(a + b, p));
+        }
     }
 
     /// `self -= other` where the moduli are known to agree.
@@ -142,7 +147,10 @@ impl Label {
     pub(crate) fn add_scaled_unchecked(&mut self, other: &Label, c: u16) {
         let m = self.modulus;
         let c = m.reduce(c as u32);
-        if m.value() <= MAX_SHORT_MODULUS {
+        if m.value() == 2 {
+            let mask = 0u16.wrapping_sub(c);
+            zip2(m, &mut self.digits, &other.digits, |a, b| a ^ (b & mask));
+        } else if m.value() <= MAX_SHORT_MODULUS {
             // a*c + b < 251*250 + 250 < 2^16: 16-bit lanes throughout.
             zip2(m, &mut self.digits, &other.digits, |a, b| m.reduce16(b * c + a));
         } else {
@@ -156,7 +164,11 @@ impl Label {
     pub(crate) fn set_scaled_sum(&mut self, base: &Label, other: &Label, c: u16) {
         let m = self.modulus;
         let c = m.reduce(c as u32);
-        if m.value() <= MAX_SHORT_MODULUS {
+        if m.value() == 2 {
+            // Binary digits: c·o + b is b XOR (o AND c), with c a mask.
+            let mask = 0u16.wrapping_sub(c);
+            zip3(m, &mut self.digits, &base.digits, &other.digits, |b, o| b ^ (o & mask));
+        } else if m.value() <= MAX_SHORT_MODULUS {
             zip3(m, &mut self.digits, &base.digits, &other.digits, |b, o| m.reduce16(o * c + b));
         } else {
             zip3(m, &mut self.digits, &base.digits, &other.digits, |b, o| m.mul_add(o, c, b));
@@ -424,12 +436,14 @@ fn pack_bits(digits: &[u16; MAX_DIGITS]) -> u128 {
 ///   `d2 + d3 p` in lanes 1 and 3 (every lane below `p^2 < 2^16`), and the
 ///   quad is `pair0 + pair1·p^2`.
 ///
-/// Quads are combined by Horner in three independent 64-bit chunks of `H`
-/// quads (`Q^H < 2^64` for `Q = p^4`; the caller picks `H` so that three
-/// chunks cover the digits), then in 128 bits. Multiplications, shifts and
-/// masks only: constant-time.
+/// The `NQ` quads that hold the live digits are combined by Horner in up to
+/// three independent 64-bit chunks of at most `H` quads (`Q^H < 2^64` for
+/// `Q = p^4`; the caller picks `H` so that three chunks cover the digits),
+/// then in 128 bits. Only the live quads are computed: a top chunk that
+/// would hold nothing but padding costs nothing. Multiplications, shifts
+/// and masks only: constant-time.
 #[inline(always)]
-fn pack_quads<const SMALL: bool, const H: usize>(digits: &[u16; MAX_DIGITS], p: u16) -> u128 {
+fn pack_quads<const SMALL: bool, const H: usize, const NQ: usize>(digits: &[u16; MAX_DIGITS], p: u16) -> u128 {
     let p = p as u64;
     let q = p * p * p * p;
     let mut chunk_pow = 1u64;
@@ -450,10 +464,17 @@ fn pack_quads<const SMALL: bool, const H: usize>(digits: &[u16; MAX_DIGITS], p: 
     let mut acc = [0u64; 3];
     for i in (0..H).rev() {
         for (k, a) in acc.iter_mut().enumerate() {
-            *a = *a * q + quad(k * H + i);
+            // Constant bounds: the compiler drops the quads past NQ.
+            if k * H + i < NQ {
+                *a = *a * q + quad(k * H + i);
+            }
         }
     }
     let chunk_pow = chunk_pow as u128;
+    let low = acc[1] as u128 * chunk_pow + acc[0] as u128;
+    if NQ <= 2 * H {
+        return low;
+    }
     (acc[2] as u128 * chunk_pow + acc[1] as u128).wrapping_mul(chunk_pow).wrapping_add(acc[0] as u128)
 }
 
@@ -463,17 +484,42 @@ fn pack_quads<const SMALL: bool, const H: usize>(digits: &[u16; MAX_DIGITS], p: 
 fn pack_fast(digits: &[u16; MAX_DIGITS], p: u16) -> Option<u128> {
     // H = the most quads below 2^64 (three chunks of H quads then cover the
     // `floor(128 / log2 p)` digits): p^40 for 3, p^24 for 5, p^20 for 7,
-    // p^16 for 11 and 13, p^12 up to 37, p^8 up to 251.
+    // p^16 for 11 and 13, p^12 up to 37, p^8 up to 251. NQ = the quads that
+    // hold the live digits, `ceil(digits / 4)` (checked for every modulus
+    // by the `quad_counts_cover_the_digits` test).
     Some(match p {
         2 => pack_bits(digits),
-        3 => pack_quads::<true, 10>(digits, p),
-        5 => pack_quads::<true, 6>(digits, p),
-        7 => pack_quads::<true, 5>(digits, p),
-        11 | 13 => pack_quads::<true, 4>(digits, p),
-        17..=37 => pack_quads::<false, 3>(digits, p),
-        41..=MAX_SHORT_MODULUS => pack_quads::<false, 2>(digits, p),
+        3 => pack_quads::<true, 10, 20>(digits, p),
+        5 => pack_quads::<true, 6, 14>(digits, p),
+        7 => pack_quads::<true, 5, 12>(digits, p),
+        11 => pack_quads::<true, 4, 10>(digits, p),
+        13 => pack_quads::<true, 4, 9>(digits, p),
+        17 | 19 => pack_quads::<false, 3, 8>(digits, p),
+        23..=31 => pack_quads::<false, 3, 7>(digits, p),
+        37 => pack_quads::<false, 3, 6>(digits, p),
+        41..=67 => pack_quads::<false, 2, 6>(digits, p),
+        71..=181 => pack_quads::<false, 2, 5>(digits, p),
+        191..=MAX_SHORT_MODULUS => pack_quads::<false, 2, 4>(digits, p),
         _ => return None,
     })
+}
+
+/// The quad count [`pack_fast`] uses for a short modulus (tests only).
+#[cfg(test)]
+fn pack_fast_quads(p: u16) -> usize {
+    match p {
+        3 => 20,
+        5 => 14,
+        7 => 12,
+        11 => 10,
+        13 => 9,
+        17 | 19 => 8,
+        23..=31 => 7,
+        37 => 6,
+        41..=67 => 6,
+        71..=181 => 5,
+        _ => 4,
+    }
 }
 
 /// The digits of a binary label from its packing (bit `i` is digit `i`).
@@ -570,6 +616,13 @@ mod tests {
             if m.max_packed() != u128::MAX {
                 assert_eq!(Label::from_block(m, Block(m.max_packed() + 1)).unwrap_err(), Error::InvalidLabelEncoding);
             }
+        }
+    }
+
+    #[test]
+    fn quad_counts_cover_the_digits() {
+        for m in primes().filter(|m| (3..=MAX_SHORT_MODULUS).contains(&m.value())) {
+            assert_eq!(pack_fast_quads(m.value()), m.digits().div_ceil(4), "p = {}", m.value());
         }
     }
 

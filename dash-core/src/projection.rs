@@ -33,23 +33,27 @@ pub const fn projection_rows(input: Modulus) -> usize {
 }
 
 /// Garbles the rows keyed by the labels of a wire whose colour-0 label is
-/// `key0`. `row(c, r0, out)` must write the row-`c` output into `out`, given
-/// `R_0 = from_hash(H(t, key0))` (the implicit row 0); it is called with
-/// public `c >= 1` only. Returns `R_0`.
+/// `key` (which this walks through the wire's labels and zeroises on every
+/// path). `row(c, r0, out)` must write the row-`c` output into `out`, given
+/// `R_0 = from_hash(H(t, key))` (the implicit row 0); it is called with
+/// public `c >= 1` only. Writes `R_0` to `r0` (zeroised on error).
+///
+/// Labels are 312-byte values, so everything here works in the caller's
+/// storage rather than moving labels in and out.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
     hash: &FixedKeyHash,
     tweak: Tweak,
-    key0: Label,
+    key: &mut Label,
     delta_in: &Delta,
     out_modulus: Modulus,
     mut row_output: impl FnMut(usize, &Label, &mut Label),
     sink: &mut S,
-) -> Result<Label, Error> {
-    let m = key0.modulus().value() as usize;
-    let key_powers = Powers::new(key0.modulus());
+    r0: &mut Label,
+) -> Result<(), Error> {
+    let m = key.modulus().value() as usize;
+    let key_powers = Powers::new(key.modulus());
     let out_powers = Powers::new(out_modulus);
-    let mut key = key0;
-    let mut r0 = Label::zero(out_modulus);
     let mut keys = [Block::ZERO; HASH_LANES];
     let mut rows = [Block::ZERO; HASH_LANES];
     let mut out = Label::zero(out_modulus);
@@ -68,7 +72,7 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
             if row == 0 {
                 r0.set_from_hash(out_modulus, *h);
             } else {
-                row_output(row, &r0, &mut out);
+                row_output(row, r0, &mut out);
                 rows[written] = out.to_block_with(&out_powers) ^ *h;
                 written += 1;
             }
@@ -80,13 +84,10 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
     key.zeroize();
     out.zeroize();
     keys.zeroize();
-    match status {
-        Ok(()) => Ok(r0),
-        Err(e) => {
-            r0.zeroize();
-            Err(e)
-        }
+    if status.is_err() {
+        r0.zeroize();
     }
+    status
 }
 
 /// The evaluator's side of [`garble_rows`]: consumes the `m - 1` rows and
@@ -110,21 +111,40 @@ pub(crate) fn evaluate_rows<S: MaterialSource + ?Sized>(
 }
 
 /// Rotates `table[..m]` right by the secret `amount < m` (`out[c] = in[c - amount]`)
-/// without any secret-dependent branch or index.
+/// without any secret-dependent branch or index: one conditional rotation
+/// by `2^bit` per bit of `amount`, each a masked select between the table
+/// and its rotation by that public shift.
+///
+/// The steps alternate between `table` and `scratch` (every element is
+/// written from the other buffer, so nothing is copied back between steps);
+/// the result is copied into `table` once at the end if it landed in
+/// `scratch` (the step count is public).
 fn rotate_constant_time(table: &mut [u16], scratch: &mut [u16], amount: u16) {
-    let m = table.len();
+    let m = table.len().min(scratch.len());
+    let (mut from, mut to) = (&mut table[..m], &mut scratch[..m]);
     let mut bit = 0;
     while (1usize << bit) < m {
         let shift = (1usize << bit) % m;
         // All-ones if this bit of the secret amount is set; `Choice` keeps the
         // compiler from turning the select into a branch.
         let mask = 0u16.wrapping_sub(Choice::from(((amount >> bit) & 1) as u8).unwrap_u8() as u16);
-        scratch[shift..m].copy_from_slice(&table[..m - shift]);
-        scratch[..shift].copy_from_slice(&table[m - shift..m]);
-        for (t, s) in table.iter_mut().zip(scratch.iter()) {
-            *t ^= (*t ^ *s) & mask;
+        // to[c] = mask ? from[c - shift] : from[c], in two runs split where
+        // c - shift wraps.
+        let (head, tail) = from.split_at(m - shift);
+        let (to_low, to_high) = to.split_at_mut(shift);
+        let (from_low, from_high) = (&from[..shift], &from[shift..]);
+        for ((t, &keep), &moved) in to_low.iter_mut().zip(from_low).zip(tail) {
+            *t = keep ^ ((keep ^ moved) & mask);
         }
+        for ((t, &keep), &moved) in to_high.iter_mut().zip(from_high).zip(head) {
+            *t = keep ^ ((keep ^ moved) & mask);
+        }
+        core::mem::swap(&mut from, &mut to);
         bit += 1;
+    }
+    // `from` holds the result; `to` is the other buffer.
+    if bit % 2 == 1 {
+        to.copy_from_slice(from);
     }
 }
 
@@ -198,23 +218,26 @@ fn garble_with<const CAP: usize, S: MaterialSink + ?Sized>(
     rotate_constant_time(&mut rotated[..m], &mut scratch[..m], a);
     scratch[..m].zeroize();
     // rotated[c] = φ(c - a): the output for the label of colour c.
-    let mut key0 = input.as_label().clone();
-    key0.add_scaled_unchecked(delta_in.as_label(), m_in.sub(0, a));
+    let mut key = input.as_label().clone();
+    key.add_scaled_unchecked(delta_in.as_label(), m_in.sub(0, a));
     let first = rotated[0];
-    let result = garble_rows(
+    let mut result = ZeroLabel::new(Label::zero(n));
+    let r0 = result.as_label_mut();
+    let status = garble_rows(
         hash,
         tweak,
-        key0,
+        &mut key,
         delta_in,
         n,
         |c, r0, out| out.set_scaled_sum(r0, delta_out.as_label(), n.sub(rotated[c], first)),
         sink,
+        r0,
     );
-    let mut r0 = result?;
+    rotated[..m].zeroize();
+    status?;
     // C = R_0 - φ(-a)·Δ_n, so that row c holds C + φ(c - a)·Δ_n.
     r0.add_scaled_unchecked(delta_out.as_label(), n.neg(first));
-    rotated[..m].zeroize();
-    Ok(ZeroLabel::new(r0))
+    Ok(result)
 }
 
 /// Evaluates a projection gate: reads its `m - 1` rows from `source` and
