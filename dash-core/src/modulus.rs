@@ -224,6 +224,21 @@ impl Modulus {
         (((q_hi as u128) << 64) | q_lo as u128, r >> s)
     }
 
+    /// [`Modulus::div_rem_chunk`] for `v < 2^64·p^c`, where the quotient
+    /// fits one word: one 2-by-1 division instead of two. Every quotient
+    /// after the first in [`Modulus::unpack`] qualifies: it is below
+    /// `p^(n-c)`, and `p^(n-2c) < 2^64` as a label spans at most three
+    /// chunks.
+    #[inline(always)]
+    fn div_rem_chunk_narrow(self, v: u128) -> (u128, u64) {
+        debug_assert!(v >> 64 < self.chunk_pow as u128);
+        let s = self.chunk_shift as u32;
+        let d = self.chunk_pow << s;
+        let shifted = v << s;
+        let (q, r) = div_2by1((shifted >> 64) as u64, shifted as u64, d, self.chunk_recip);
+        (q as u128, r >> s)
+    }
+
     /// Writes the `len` base-p digits of `g < P = p^len` into `out` (least
     /// significant first), `P < 2^63` normalised by `shift` with reciprocal
     /// `recip`. One 2-by-1 division gives the fraction
@@ -250,7 +265,7 @@ impl Modulus {
         let chunks = self.chunk_count as usize;
         let mut rest = v;
         for j in 0..chunks - 1 {
-            let (q, g) = self.div_rem_chunk(rest);
+            let (q, g) = if j == 0 { self.div_rem_chunk(rest) } else { self.div_rem_chunk_narrow(rest) };
             rest = q;
             self.fraction_digits(g, self.chunk_pow, self.chunk_shift, self.chunk_recip, &mut out[j * c..(j + 1) * c]);
         }
@@ -260,6 +275,11 @@ impl Modulus {
         }
         let lo = (chunks - 1) * c;
         let top = self.top_len as usize;
+        if top == 1 {
+            // A one-digit top chunk is its digit (rest < p): no division.
+            out[lo] = rest as u16;
+            return Ok(());
+        }
         self.fraction_digits(rest as u64, self.top_pow, self.top_shift, self.top_recip, &mut out[lo..lo + top]);
         Ok(())
     }
