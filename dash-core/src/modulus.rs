@@ -241,16 +241,25 @@ impl Modulus {
 
     /// Writes the `len` base-p digits of `g < P = p^len` into `out` (least
     /// significant first), `P < 2^63` normalised by `shift` with reciprocal
-    /// `recip`. One 2-by-1 division gives the fraction
-    /// `F = floor(g·2^64 / P) + 1`, within 1 above `g·2^64 / P`; as
-    /// `P < 2^63`, each multiplication `F·p` then carries out exactly the
-    /// next digit, most significant first (the error times `p^len` never
-    /// reaches 2^64).
+    /// `recip`.
+    ///
+    /// A fraction `F` (units of 2^-64) that exceeds `g/P` by more than 0 and
+    /// less than `2^64/P` units gives every digit exactly, most significant
+    /// first: each multiplication `F·p` carries out the next one, and the
+    /// excess, times at most `P`, never reaches a digit boundary. As
+    /// `P < 2^63`, any excess in `(0, 2]` qualifies. With `g' = g·2^shift`,
+    /// `D = P·2^shift` and `recip = floor((2^128 - 1)/D) - 2^64`, the estimate
+    /// `g' + floor(g'·recip / 2^64)` is `floor(g·2^64/P)` or one less (the
+    /// reciprocal `2^64 + recip` falls short of `2^128/D` by less than
+    /// `1 + 1/D`, which costs less than `(g' + g'/D)/2^64 < 1` as `g' < D`),
+    /// so adding 2 gives an excess in `(0, 2]`: one multiplication, no
+    /// division and no correction step. The `fraction_digits_*` tests check
+    /// it on every modulus at the edges where it could fail.
     #[inline(always)]
-    fn fraction_digits(self, g: u64, pow: u64, shift: u8, recip: u64, out: &mut [u16]) {
+    fn fraction_digits(self, g: u64, shift: u8, recip: u64, out: &mut [u16]) {
         let p = self.p as u128;
-        let (q, _) = div_2by1(g << shift, 0, pow << shift, recip);
-        let mut f = q.wrapping_add(1);
+        let scaled = g << shift;
+        let mut f = scaled.wrapping_add(((scaled as u128 * recip as u128) >> 64) as u64).wrapping_add(2);
         for d in out.iter_mut().rev() {
             let t = f as u128 * p;
             *d = (t >> 64) as u16;
@@ -267,7 +276,7 @@ impl Modulus {
         for j in 0..chunks - 1 {
             let (q, g) = if j == 0 { self.div_rem_chunk(rest) } else { self.div_rem_chunk_narrow(rest) };
             rest = q;
-            self.fraction_digits(g, self.chunk_pow, self.chunk_shift, self.chunk_recip, &mut out[j * c..(j + 1) * c]);
+            self.fraction_digits(g, self.chunk_shift, self.chunk_recip, &mut out[j * c..(j + 1) * c]);
         }
         // The value is a label iff what is left for the top chunk fits it.
         if rest >= self.top_pow as u128 {
@@ -280,7 +289,7 @@ impl Modulus {
             out[lo] = rest as u16;
             return Ok(());
         }
-        self.fraction_digits(rest as u64, self.top_pow, self.top_shift, self.top_recip, &mut out[lo..lo + top]);
+        self.fraction_digits(rest as u64, self.top_shift, self.top_recip, &mut out[lo..lo + top]);
         Ok(())
     }
 
@@ -529,6 +538,46 @@ mod tests {
             let m = Modulus::new(p).unwrap();
             for x in 0..=u16::MAX {
                 assert_eq!(m.reduce16(x), x % p);
+            }
+        }
+    }
+
+    /// Chunk values at the edges of every digit boundary: `k·p^j` and its
+    /// neighbours, for every supported modulus and both chunk kinds.
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
+    #[test]
+    fn fraction_digits_exact_at_every_boundary() {
+        for p in (3..=MAX_MODULUS).filter(|&p| is_prime(p)) {
+            let Ok(m) = Modulus::new(p) else { continue };
+            let kinds = [
+                (m.chunk_digits as usize, m.chunk_pow, m.chunk_shift, m.chunk_recip),
+                (m.top_len as usize, m.top_pow, m.top_shift, m.top_recip),
+            ];
+            for (len, pow, shift, recip) in kinds {
+                let mut edges = [0u64; 512];
+                let mut count = 0;
+                let mut pj = 1u64;
+                for _ in 0..len {
+                    for k in [1u64, p as u64 - 1] {
+                        let base = (k * pj) % pow;
+                        for v in [base, base.wrapping_sub(1) % pow, (base + 1) % pow, pow - 1 - base] {
+                            if count < edges.len() {
+                                edges[count] = v;
+                                count += 1;
+                            }
+                        }
+                    }
+                    pj = pj.saturating_mul(p as u64).min(pow);
+                }
+                for &g in &edges[..count] {
+                    let mut got = [0u16; 64];
+                    m.fraction_digits(g, shift, recip, &mut got[..len]);
+                    let mut x = g;
+                    for (i, &d) in got[..len].iter().enumerate() {
+                        assert_eq!(d as u64, x % p as u64, "p {p} g {g} digit {i}");
+                        x /= p as u64;
+                    }
+                }
             }
         }
     }
