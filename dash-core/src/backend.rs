@@ -51,6 +51,32 @@ pub trait Backend {
     /// public and evaluated at every input by the garbler.
     fn project(&mut self, a: &Self::Wire, out: Modulus, table: impl Fn(u16) -> u16) -> Result<Self::Wire, Error>;
 
+    /// Several projections of one wire, in order: projection `j` maps `a`
+    /// through `table(j, ·)` into modulus `outs[j]`, and its result goes to
+    /// `each(self, j, result)` before projection `j + 1` starts.
+    ///
+    /// The same gates, identifiers and rows as calling
+    /// [`Backend::project`] once per entry (this default does exactly
+    /// that); the garbler and the evaluator override it to pack and
+    /// half-hash the wire's labels once for all the projections (the
+    /// tweak enters only the second AES call of the hash).
+    fn project_many(
+        &mut self,
+        a: &Self::Wire,
+        outs: &[Modulus],
+        table: impl Fn(usize, u16) -> u16,
+        mut each: impl FnMut(&mut Self, usize, Self::Wire) -> Result<(), Error>,
+    ) -> Result<(), Error>
+    where
+        Self: Sized,
+    {
+        for (j, &out) in outs.iter().enumerate() {
+            let w = self.project(a, out, |x| table(j, x))?;
+            each(self, j, w)?;
+        }
+        Ok(())
+    }
+
     /// `x · b mod p` where `b` is a wire of modulus 2 (a bit).
     fn mul_bit(&mut self, x: &Self::Wire, bit: &Self::Wire) -> Result<Self::Wire, Error>;
 

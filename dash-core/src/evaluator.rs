@@ -91,6 +91,24 @@ impl<S: MaterialSource, const N: usize> Backend for Evaluator<'_, S, N> {
         projection::evaluate(self.hash, Tweak::new(Domain::Projection, gate, 0), a, out, &mut self.source)
     }
 
+    fn project_many(
+        &mut self,
+        a: &Label,
+        outs: &[Modulus],
+        _table: impl Fn(usize, u16) -> u16,
+        mut each: impl FnMut(&mut Self, usize, Label) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        // The tweak-independent half of the input's hash, once for all.
+        let mut first = [a.to_block()];
+        self.hash.permute(&mut first);
+        for (j, &out) in outs.iter().enumerate() {
+            let tweak = Tweak::new(Domain::Projection, self.gates.next_id()?, 0);
+            let w = projection::evaluate_with_first_half(self.hash, tweak, a, first[0], out, &mut self.source)?;
+            each(self, j, w)?;
+        }
+        Ok(())
+    }
+
     fn mul_bit(&mut self, x: &Label, bit: &Label) -> Result<Label, Error> {
         let p = x.modulus();
         if bit.modulus().value() != 2 {

@@ -12,6 +12,7 @@ use crate::modulus::{MAX_PROJECTION_INPUT, Modulus};
 use crate::projection;
 use rand_core::CryptoRng;
 use subtle::{Choice, ConstantTimeEq, CtOption};
+use zeroize::Zeroize;
 
 /// Default capacity of a key set: distinct moduli per circuit.
 pub const DEFAULT_MAX_MODULI: usize = 32;
@@ -278,6 +279,41 @@ impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
         projection::garble(self.hash, tweak, a, delta_in, delta_out, table, &mut self.sink)
     }
 
+    fn project_many(
+        &mut self,
+        a: &ZeroLabel,
+        outs: &[Modulus],
+        table: impl Fn(usize, u16) -> u16,
+        mut each: impl FnMut(&mut Self, usize, ZeroLabel) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let m = a.modulus().value() as usize;
+        if m > projection::SHARED_KEYS_MAX_INPUT || outs.len() < 2 {
+            for (j, &out) in outs.iter().enumerate() {
+                let w = self.project(a, out, |x| table(j, x))?;
+                each(self, j, w)?;
+            }
+            return Ok(());
+        }
+        // The wire's labels are packed and half-hashed once for all the
+        // projections (the tweak enters only the second AES call).
+        let mut first = [Block::ZERO; projection::SHARED_KEYS_MAX_INPUT];
+        projection::key_first_halves(self.hash, a, self.keys.delta(a.modulus())?, &mut first[..m]);
+        let mut status = Ok(());
+        for (j, &out) in outs.iter().enumerate() {
+            let step = self.keys.delta(out).and_then(|delta_out| {
+                let tweak = Tweak::new(Domain::Projection, self.gates.next_id()?, 0);
+                let sink = &mut self.sink;
+                projection::garble_with_first_halves(self.hash, tweak, &first[..m], a, delta_out, |x| table(j, x), sink)
+            });
+            status = step.and_then(|w| each(self, j, w));
+            if status.is_err() {
+                break;
+            }
+        }
+        first.zeroize();
+        status
+    }
+
     fn mul_bit(&mut self, x: &ZeroLabel, bit: &ZeroLabel) -> Result<ZeroLabel, Error> {
         let p = x.modulus();
         if bit.modulus().value() != 2 {
@@ -321,8 +357,7 @@ impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
         projection::garble_rows(
             self.hash,
             Tweak::new(Domain::MulBit, gate, 2),
-            &mut key,
-            delta_x,
+            projection::Keys::Walk(&mut key, delta_x),
             p,
             |c, r0, out| out.set_scaled_sum(r0, b0, p.neg(p.reduce(c as u32))),
             &mut self.sink,

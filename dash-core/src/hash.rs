@@ -150,6 +150,24 @@ impl FixedKeyHash {
             }
         }
     }
+
+    /// The second half of `H(tweak, x)` for every `x`, given `first[i] = π(x_i)`:
+    /// `out[i] = π(first[i] ⊕ t) ⊕ first[i]`. Projections of one wire share
+    /// the first half (the wire's labels are the same; only the tweak
+    /// differs), so the garbler computes it once for all of them.
+    pub(crate) fn finish_same_tweak(&self, tweak: Tweak, first: &[Block], out: &mut [Block]) {
+        let mut second = [aes::Block::default(); HASH_LANES];
+        for (f, o) in first.chunks(HASH_LANES).zip(out.chunks_mut(HASH_LANES)) {
+            let n = f.len().min(o.len());
+            for (l, x) in second.iter_mut().zip(&f[..n]) {
+                *l = (x.0 ^ tweak.0).to_le_bytes().into();
+            }
+            self.aes.encrypt_blocks(&mut second[..n]);
+            for ((o, l), x) in o.iter_mut().zip(&second[..n]).zip(f) {
+                *o = Block(u128::from_le_bytes((*l).into()) ^ x.0);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -171,6 +189,23 @@ mod tests {
         assert_ne!(h.hash(Tweak::new(Domain::Projection, 1, 0), x), h.hash(Tweak::new(Domain::Output, 1, 0), x));
         assert_ne!(h.hash(Tweak::new(Domain::Projection, 1, 0), x), h.hash(Tweak::new(Domain::Projection, 1, 1), x));
         assert_eq!(h.hash_batch(&tweaks[..3], &mut batch[..4]), Err(Error::LengthMismatch));
+    }
+
+    #[test]
+    fn same_tweak_batch_equals_single() {
+        let h = FixedKeyHash::new();
+        let xs: [Block; 21] = core::array::from_fn(|i| Block((i as u128 + 1) * 0x0123_4567_89ab_cdef_0f1e_2d3c));
+        let t = Tweak::new(Domain::Projection, 77, 3);
+        let mut batch = xs;
+        h.hash_batch_same_tweak(t, &mut batch);
+        for i in 0..21 {
+            assert_eq!(batch[i], h.hash(t, xs[i]));
+        }
+        let mut first = xs;
+        h.permute(&mut first);
+        let mut out = [Block::ZERO; 21];
+        h.finish_same_tweak(t, &first, &mut out);
+        assert_eq!(out, batch);
     }
 
     #[test]

@@ -32,42 +32,61 @@ pub const fn projection_rows(input: Modulus) -> usize {
     input.value() as usize - 1
 }
 
-/// Garbles the rows keyed by the labels of a wire whose colour-0 label is
-/// `key` (which this walks through the wire's labels and zeroises on every
-/// path). `row(c, r0, out)` must write the row-`c` output into `out`, given
-/// `R_0 = from_hash(H(t, key))` (the implicit row 0); it is called with
+/// Where the row keys' hashes come from.
+pub(crate) enum Keys<'a> {
+    /// Walk the wire's labels from the colour-0 label (`K_{c+1} = K_c + Δ`),
+    /// packing and hashing each. The label is zeroised afterwards.
+    Walk(&'a mut Label, &'a Delta),
+    /// `π(pack(K_c))` for every colour `c`, already computed
+    /// ([`key_first_halves`]): only the tweaked half of the hash is left.
+    FirstHalf(&'a [Block]),
+}
+
+/// Garbles the rows keyed by the `m` labels of a wire (`keys`, in colour
+/// order). `row(c, r0, out)` must write the row-`c` output into `out`, given
+/// `R_0 = from_hash(H(t, K_0))` (the implicit row 0); it is called with
 /// public `c >= 1` only. Writes `R_0` to `r0` (zeroised on error).
 ///
 /// Labels are 312-byte values, so everything here works in the caller's
 /// storage rather than moving labels in and out.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
     hash: &FixedKeyHash,
     tweak: Tweak,
-    key: &mut Label,
-    delta_in: &Delta,
+    mut keys: Keys<'_>,
     out_modulus: Modulus,
     mut row_output: impl FnMut(usize, &Label, &mut Label),
     sink: &mut S,
     r0: &mut Label,
 ) -> Result<(), Error> {
-    let m = key.modulus().value() as usize;
-    let key_powers = Powers::new(key.modulus());
+    let m = match &keys {
+        Keys::Walk(key, _) => key.modulus().value() as usize,
+        Keys::FirstHalf(first) => first.len(),
+    };
+    // Only walked keys are packed here (a first-half cache packed its own).
+    let key_powers = Powers::new(match &keys {
+        Keys::Walk(key, _) => key.modulus(),
+        Keys::FirstHalf(_) => Modulus::TWO,
+    });
     let out_powers = Powers::new(out_modulus);
-    let mut keys = [Block::ZERO; HASH_LANES];
+    let mut hashes = [Block::ZERO; HASH_LANES];
     let mut rows = [Block::ZERO; HASH_LANES];
     let mut out = Label::zero(out_modulus);
     let mut c = 0;
     let mut status = Ok(());
     while c < m && status.is_ok() {
         let len = HASH_LANES.min(m - c);
-        for k in keys[..len].iter_mut() {
-            *k = key.to_block_with(&key_powers);
-            key.add_assign_unchecked(delta_in.as_label());
+        match &mut keys {
+            Keys::Walk(key, delta_in) => {
+                for h in hashes[..len].iter_mut() {
+                    *h = key.to_block_with(&key_powers);
+                    key.add_assign_unchecked(delta_in.as_label());
+                }
+                hash.hash_batch_same_tweak(tweak, &mut hashes[..len]);
+            }
+            Keys::FirstHalf(first) => hash.finish_same_tweak(tweak, &first[c..c + len], &mut hashes[..len]),
         }
-        hash.hash_batch_same_tweak(tweak, &mut keys[..len]);
         let mut written = 0;
-        for (i, h) in keys[..len].iter().enumerate() {
+        for (i, h) in hashes[..len].iter().enumerate() {
             let row = c + i;
             if row == 0 {
                 r0.set_from_hash(out_modulus, *h);
@@ -81,13 +100,37 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
         c += len;
     }
     // Clear the secrets on every path, the error path included.
-    key.zeroize();
+    if let Keys::Walk(key, _) = keys {
+        key.zeroize();
+    }
     out.zeroize();
-    keys.zeroize();
+    hashes.zeroize();
     if status.is_err() {
         r0.zeroize();
     }
     status
+}
+
+/// Most labels a wire may have for the garbler to share its keys' first
+/// hash halves between projections (16 bytes of stack each).
+pub(crate) const SHARED_KEYS_MAX_INPUT: usize = 64;
+
+/// `first[c] = π(pack(K_c))` for every colour `c` of the wire with zero label
+/// `input` (`m <= first.len()` labels, offset `delta_in`): the half of
+/// `H(t, K_c) = π(π(K_c) ⊕ t) ⊕ π(K_c)` that does not depend on the tweak,
+/// which every projection of the wire shares.
+pub(crate) fn key_first_halves(hash: &FixedKeyHash, input: &ZeroLabel, delta_in: &Delta, first: &mut [Block]) {
+    let m_in = input.modulus();
+    let m = (m_in.value() as usize).min(first.len());
+    let mut key = input.as_label().clone();
+    key.add_scaled_unchecked(delta_in.as_label(), m_in.sub(0, input.as_label().colour()));
+    let powers = Powers::new(m_in);
+    for f in first[..m].iter_mut() {
+        *f = key.to_block_with(&powers);
+        key.add_assign_unchecked(delta_in.as_label());
+    }
+    key.zeroize();
+    hash.permute(&mut first[..m]);
 }
 
 /// The evaluator's side of [`garble_rows`]: consumes the `m - 1` rows and
@@ -106,6 +149,32 @@ pub(crate) fn evaluate_rows<S: MaterialSource + ?Sized>(
     match key.colour() {
         0 => out.set_from_hash(out_modulus, h),
         c => out.set_from_block(out_modulus, rows[c as usize - 1] ^ h)?,
+    }
+    Ok(out)
+}
+
+/// [`evaluate`] given `first = π(pack(input))`, the tweak-independent half of
+/// the input's hash, which the evaluator shares between the projections of
+/// one wire.
+pub(crate) fn evaluate_with_first_half<S: MaterialSource + ?Sized>(
+    hash: &FixedKeyHash,
+    tweak: Tweak,
+    input: &Label,
+    first: Block,
+    out_modulus: Modulus,
+    source: &mut S,
+) -> Result<Label, Error> {
+    let m = input.modulus().value() as usize;
+    if m > MAX_PROJECTION_INPUT as usize {
+        return Err(Error::ProjectionInputTooLarge(m as u16));
+    }
+    let rows = source.next_rows(m - 1)?;
+    let mut h = [Block::ZERO];
+    hash.finish_same_tweak(tweak, &[first], &mut h);
+    let mut out = Label::zero(out_modulus);
+    match input.colour() {
+        0 => out.set_from_hash(out_modulus, h[0]),
+        c => out.set_from_block(out_modulus, rows[c as usize - 1] ^ h[0])?,
     }
     Ok(out)
 }
@@ -206,28 +275,56 @@ fn garble_with<const CAP: usize, S: MaterialSink + ?Sized>(
     table: impl Fn(u16) -> u16,
     sink: &mut S,
 ) -> Result<ZeroLabel, Error> {
-    let m_in = input.modulus();
+    let mut key = input.as_label().clone();
+    key.add_scaled_unchecked(delta_in.as_label(), input.modulus().sub(0, input.as_label().colour()));
+    garble_table::<CAP, S>(hash, tweak, Keys::Walk(&mut key, delta_in), input, delta_out, table, sink)
+}
+
+/// [`garble`] for a wire whose keys' first hash halves `first` came from
+/// [`key_first_halves`]: the same rows and output.
+pub(crate) fn garble_with_first_halves<S: MaterialSink + ?Sized>(
+    hash: &FixedKeyHash,
+    tweak: Tweak,
+    first: &[Block],
+    input: &ZeroLabel,
+    delta_out: &Delta,
+    table: impl Fn(u16) -> u16,
+    sink: &mut S,
+) -> Result<ZeroLabel, Error> {
+    if first.len() != input.modulus().value() as usize || first.len() > SHARED_KEYS_MAX_INPUT {
+        return Err(Error::LengthMismatch);
+    }
+    garble_table::<SHARED_KEYS_MAX_INPUT, S>(hash, tweak, Keys::FirstHalf(first), input, delta_out, table, sink)
+}
+
+/// The table half of a projection: rotates `φ` by the input's colour and
+/// garbles the rows keyed by `keys`.
+fn garble_table<const CAP: usize, S: MaterialSink + ?Sized>(
+    hash: &FixedKeyHash,
+    tweak: Tweak,
+    keys: Keys<'_>,
+    input: &ZeroLabel,
+    delta_out: &Delta,
+    table: impl Fn(u16) -> u16,
+    sink: &mut S,
+) -> Result<ZeroLabel, Error> {
     let n = delta_out.modulus();
-    let m = m_in.value() as usize;
+    let m = input.modulus().value() as usize;
     let mut rotated = [0u16; CAP];
     let mut scratch = [0u16; CAP];
     for (x, t) in rotated[..m].iter_mut().enumerate() {
         *t = n.reduce(table(x as u16) as u32);
     }
-    let a = input.as_label().colour();
-    rotate_constant_time(&mut rotated[..m], &mut scratch[..m], a);
+    rotate_constant_time(&mut rotated[..m], &mut scratch[..m], input.as_label().colour());
     scratch[..m].zeroize();
     // rotated[c] = φ(c - a): the output for the label of colour c.
-    let mut key = input.as_label().clone();
-    key.add_scaled_unchecked(delta_in.as_label(), m_in.sub(0, a));
     let first = rotated[0];
     let mut result = ZeroLabel::new(Label::zero(n));
     let r0 = result.as_label_mut();
     let status = garble_rows(
         hash,
         tweak,
-        &mut key,
-        delta_in,
+        keys,
         n,
         |c, r0, out| out.set_scaled_sum(r0, delta_out.as_label(), n.sub(rotated[c], first)),
         sink,

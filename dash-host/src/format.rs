@@ -1,11 +1,13 @@
-//! The binary format of streamed garbled material, version 1.
+//! The binary format of streamed garbled material, version 2 (version 1
+//! numbered the sign gadget's gates in another order; its material is
+//! refused with an error that names both versions).
 //!
 //! All integers are little-endian.
 //!
 //! ```text
 //! header:
 //!   magic        8 bytes  "DASHGCM\0"
-//!   version      u32      1
+//!   version      u32      2
 //!   model hash   32 bytes SHA-256 of the IntNetwork's canonical encoding
 //!   k            u8       number of CRT primes, then k × u16 primes
 //!   moduli       u16      count, then count × (u16 modulus, 16-byte one-label)
@@ -31,7 +33,7 @@ pub const MAGIC: [u8; 8] = *b"DASHGCM\0";
 /// Last 8 bytes of a material stream.
 pub const TRAILER: [u8; 8] = *b"DASHEND\0";
 /// The format version this code writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Tag in front of each layer's rows.
 pub const LAYER_TAG: [u8; 4] = *b"LAYR";
 /// Most CRT primes a header may list.
@@ -227,8 +229,12 @@ mod tests {
             assert!(Header::read(&mut &buf[..cut]).is_err());
         }
         let mut bad = buf.clone();
-        bad[8] = 2;
-        assert!(Header::read(&mut bad.as_slice()).unwrap_err().to_string().contains("version"));
+        // Any other version, older (the sign gadget's gate order changed in
+        // version 2) or newer, is refused with a message that says so.
+        for v in [1u8, VERSION as u8 + 1] {
+            bad[8] = v;
+            assert!(Header::read(&mut bad.as_slice()).unwrap_err().to_string().contains("version"));
+        }
         let mut bad = buf.clone();
         bad[0] = b'X';
         assert!(Header::read(&mut bad.as_slice()).is_err());

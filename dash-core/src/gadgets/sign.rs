@@ -357,35 +357,53 @@ impl SignGadget {
     }
 
     /// The bit `[x < 0]` (`negative`) or `[x >= 0]`.
+    ///
+    /// The digits come one residue at a time, every position's digit of a
+    /// residue before the next residue's: consecutive projections of one
+    /// wire let the garbler and the evaluator hash that wire's labels once
+    /// for all of them. The carry chain then runs up the positions.
     fn bit<B: Backend>(&self, b: &mut B, x: &Bundle<B::Wire>, negative: bool) -> Result<B::Wire, Error> {
         self.check(b, x)?;
         let two = Modulus::TWO;
         let flip = u16::from(!negative);
         let top = self.positions.len() - 1;
-        let mut carry: Option<B::Wire> = None;
-        for (l, pos) in self.positions.iter().enumerate() {
-            let Some(n) = pos.sum_modulus else {
-                carry = None;
-                continue;
-            };
-            let mut acc = carry.take();
-            for (i, w) in x.wires().iter().enumerate() {
+        let mut sums: [Option<B::Wire>; MAX_POSITIONS] = core::array::from_fn(|_| None);
+        for (i, w) in x.wires().iter().enumerate() {
+            // The positions this residue's digit is projected to, in order.
+            let mut targets: heapless::Vec<usize, MAX_POSITIONS> = heapless::Vec::new();
+            let mut outs: heapless::Vec<Modulus, MAX_POSITIONS> = heapless::Vec::new();
+            for (l, (pos, sum)) in self.positions.iter().zip(sums.iter_mut()).enumerate() {
+                let Some(n) = pos.sum_modulus else { continue };
                 if pos.contributors >> i & 1 == 0 {
                     continue;
                 }
-                let d = if pos.free >> i & 1 == 1 {
+                if pos.free >> i & 1 == 1 {
                     // d(j) = c·j + d(0) mod p, and n = p.
                     let d0 = self.digit(i, pos, 0);
                     let c = n.sub(self.digit(i, pos, 1), d0);
                     let t = b.cmul(w, c)?;
-                    if d0 == 0 { t } else { b.add_constant(&t, d0)? }
+                    let d = if d0 == 0 { t } else { b.add_constant(&t, d0)? };
+                    accumulate(b, sum, d)?;
                 } else {
-                    b.project(w, n, |j| n.reduce(self.digit(i, pos, j) as u32))?
-                };
-                match acc.as_mut() {
-                    Some(a) => b.add_assign(a, &d)?,
-                    None => acc = Some(d),
+                    targets.push(l).map_err(|_| Error::InvalidParameter)?;
+                    outs.push(n).map_err(|_| Error::InvalidParameter)?;
                 }
+            }
+            let table = |j: usize, r: u16| {
+                let pos = &self.positions[targets[j]];
+                outs[j].reduce(self.digit(i, pos, r) as u32)
+            };
+            b.project_many(w, &outs, table, |b, j, d| accumulate(b, &mut sums[targets[j]], d))?;
+        }
+        let mut carry: Option<B::Wire> = None;
+        for (l, (pos, sum)) in self.positions.iter().zip(sums.iter_mut()).enumerate() {
+            if pos.sum_modulus.is_none() {
+                carry = None;
+                continue;
+            }
+            let mut acc = sum.take();
+            if let Some(c) = carry.take() {
+                accumulate(b, &mut acc, c)?;
             }
             if l == top {
                 return if pos.radix == 2 {
@@ -472,6 +490,17 @@ impl SignGadget {
             out.push(b.mul_bit(w, bit)?)?;
         }
         Ok(out)
+    }
+}
+
+/// `sum += d`, or `sum = d` for the first term.
+fn accumulate<B: Backend>(b: &mut B, sum: &mut Option<B::Wire>, d: B::Wire) -> Result<(), Error> {
+    match sum.as_mut() {
+        Some(a) => b.add_assign(a, &d),
+        None => {
+            *sum = Some(d);
+            Ok(())
+        }
     }
 }
 
