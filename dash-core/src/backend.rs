@@ -65,14 +65,14 @@ pub trait Backend {
         a: &Self::Wire,
         outs: &[Modulus],
         table: impl Fn(usize, u16) -> u16,
-        mut each: impl FnMut(&mut Self, usize, Self::Wire) -> Result<(), Error>,
+        mut each: impl FnMut(&mut Self, usize, &Self::Wire) -> Result<(), Error>,
     ) -> Result<(), Error>
     where
         Self: Sized,
     {
         for (j, &out) in outs.iter().enumerate() {
             let w = self.project(a, out, |x| table(j, x))?;
-            each(self, j, w)?;
+            each(self, j, &w)?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! holds, reading rows from a material source.
 
 use crate::backend::Backend;
+use crate::block::Block;
 use crate::error::Error;
 use crate::garbler::{DEFAULT_MAX_MODULI, GateCounter, OneLabels};
 use crate::hash::{Domain, FixedKeyHash, Tweak};
@@ -88,7 +89,10 @@ impl<S: MaterialSource, const N: usize> Backend for Evaluator<'_, S, N> {
 
     fn project(&mut self, a: &Label, out: Modulus, _table: impl Fn(u16) -> u16) -> Result<Label, Error> {
         let gate = self.gates.next_id()?;
-        projection::evaluate(self.hash, Tweak::new(Domain::Projection, gate, 0), a, out, &mut self.source)
+        let mut result = Label::zero(out);
+        let tweak = Tweak::new(Domain::Projection, gate, 0);
+        projection::evaluate_rows_into(self.hash, tweak, a, out, &mut self.source, &mut result)?;
+        Ok(result)
     }
 
     fn project_many(
@@ -96,15 +100,19 @@ impl<S: MaterialSource, const N: usize> Backend for Evaluator<'_, S, N> {
         a: &Label,
         outs: &[Modulus],
         _table: impl Fn(usize, u16) -> u16,
-        mut each: impl FnMut(&mut Self, usize, Label) -> Result<(), Error>,
+        mut each: impl FnMut(&mut Self, usize, &Label) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        // The tweak-independent half of the input's hash, once for all.
+        // The tweak-independent half of the input's hash, once for all;
+        // every output is opened into one buffer.
         let mut first = [a.to_block()];
         self.hash.permute(&mut first);
+        let mut h = [Block::ZERO];
+        let mut result = Label::zero(Modulus::TWO);
         for (j, &out) in outs.iter().enumerate() {
             let tweak = Tweak::new(Domain::Projection, self.gates.next_id()?, 0);
-            let w = projection::evaluate_with_first_half(self.hash, tweak, a, first[0], out, &mut self.source)?;
-            each(self, j, w)?;
+            self.hash.finish_same_tweak(tweak, &first, &mut h);
+            projection::open_row(h[0], a, out, &mut self.source, &mut result)?;
+            each(self, j, &result)?;
         }
         Ok(())
     }
@@ -118,9 +126,11 @@ impl<S: MaterialSource, const N: usize> Backend for Evaluator<'_, S, N> {
             return Err(Error::ProjectionInputTooLarge(p.value()));
         }
         let gate = self.gates.next_id()?;
-        let b_lift = projection::evaluate(self.hash, Tweak::new(Domain::MulBit, gate, 0), bit, p, &mut self.source)?;
-        let t = projection::evaluate(self.hash, Tweak::new(Domain::MulBit, gate, 1), bit, p, &mut self.source)?;
-        let mut z = projection::evaluate_rows(self.hash, Tweak::new(Domain::MulBit, gate, 2), x, p, &mut self.source)?;
+        let (mut b_lift, mut t, mut z) = (Label::zero(p), Label::zero(p), Label::zero(p));
+        let tweak = |sub| Tweak::new(Domain::MulBit, gate, sub);
+        projection::evaluate_rows_into(self.hash, tweak(0), bit, p, &mut self.source, &mut b_lift)?;
+        projection::evaluate_rows_into(self.hash, tweak(1), bit, p, &mut self.source, &mut t)?;
+        projection::evaluate_rows_into(self.hash, tweak(2), x, p, &mut self.source, &mut z)?;
         z.add_scaled_unchecked(&b_lift, x.colour());
         z.add_assign_unchecked(&t);
         Ok(z)

@@ -284,13 +284,13 @@ impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
         a: &ZeroLabel,
         outs: &[Modulus],
         table: impl Fn(usize, u16) -> u16,
-        mut each: impl FnMut(&mut Self, usize, ZeroLabel) -> Result<(), Error>,
+        mut each: impl FnMut(&mut Self, usize, &ZeroLabel) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let m = a.modulus().value() as usize;
         if m > projection::SHARED_KEYS_MAX_INPUT || outs.len() < 2 {
             for (j, &out) in outs.iter().enumerate() {
                 let w = self.project(a, out, |x| table(j, x))?;
-                each(self, j, w)?;
+                each(self, j, &w)?;
             }
             return Ok(());
         }
@@ -298,14 +298,17 @@ impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
         // projections (the tweak enters only the second AES call).
         let mut first = [Block::ZERO; projection::SHARED_KEYS_MAX_INPUT];
         projection::key_first_halves(self.hash, a, self.keys.delta(a.modulus())?, &mut first[..m]);
+        // Every output goes through one buffer, lent to `each`.
+        let mut result = ZeroLabel::new(Label::zero(Modulus::TWO));
         let mut status = Ok(());
         for (j, &out) in outs.iter().enumerate() {
-            let step = self.keys.delta(out).and_then(|delta_out| {
+            status = self.keys.delta(out).and_then(|delta_out| {
                 let tweak = Tweak::new(Domain::Projection, self.gates.next_id()?, 0);
-                let sink = &mut self.sink;
-                projection::garble_with_first_halves(self.hash, tweak, &first[..m], a, delta_out, |x| table(j, x), sink)
+                let (hash, sink) = (self.hash, &mut self.sink);
+                let table = |x| table(j, x);
+                projection::garble_with_first_halves(hash, tweak, &first[..m], a, delta_out, table, sink, &mut result)
             });
-            status = step.and_then(|w| each(self, j, w));
+            status = status.and_then(|()| each(self, j, &result));
             if status.is_err() {
                 break;
             }
@@ -328,25 +331,13 @@ impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
         let colour_x = x.as_label().colour();
         // B' carries b mod p; T carries -colour(X0)·b mod p. The second table
         // is secret; projection garbling is constant-time in table values.
-        let b_lift = projection::garble(
-            self.hash,
-            Tweak::new(Domain::MulBit, gate, 0),
-            bit,
-            delta_b,
-            delta_x,
-            |b| b,
-            &mut self.sink,
-        )?;
+        let mut b_lift = ZeroLabel::new(Label::zero(p));
+        let tweak = |sub| Tweak::new(Domain::MulBit, gate, sub);
+        projection::garble_into(self.hash, tweak(0), bit, delta_b, delta_x, |b| b, &mut self.sink, &mut b_lift)?;
         let minus_cx = p.neg(colour_x);
-        let t = projection::garble(
-            self.hash,
-            Tweak::new(Domain::MulBit, gate, 1),
-            bit,
-            delta_b,
-            delta_x,
-            |b| p.mul(minus_cx, b),
-            &mut self.sink,
-        )?;
+        let mut t = ZeroLabel::new(Label::zero(p));
+        let table = |b| p.mul(minus_cx, b);
+        projection::garble_into(self.hash, tweak(1), bit, delta_b, delta_x, table, &mut self.sink, &mut t)?;
         // Rows keyed by X: row γ decrypts to R_0 - γ·B'_0. The evaluator adds
         // γ·B' + T and obtains R_0 + T_0 + (γ - colour(X0))·b·Δ = Z_0 + x·b·Δ.
         let mut key = x.as_label().clone();
@@ -356,7 +347,7 @@ impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
         let mut z = ZeroLabel::new(Label::zero(p));
         projection::garble_rows(
             self.hash,
-            Tweak::new(Domain::MulBit, gate, 2),
+            tweak(2),
             projection::Keys::Walk(&mut key, delta_x),
             p,
             |c, r0, out| out.set_scaled_sum(r0, b0, p.neg(p.reduce(c as u32))),

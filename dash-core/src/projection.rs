@@ -142,41 +142,44 @@ pub(crate) fn evaluate_rows<S: MaterialSource + ?Sized>(
     out_modulus: Modulus,
     source: &mut S,
 ) -> Result<Label, Error> {
-    let m = key.modulus().value() as usize;
-    let rows = source.next_rows(m - 1)?;
-    let h = hash.hash(tweak, key.to_block());
     let mut out = Label::zero(out_modulus);
-    match key.colour() {
-        0 => out.set_from_hash(out_modulus, h),
-        c => out.set_from_block(out_modulus, rows[c as usize - 1] ^ h)?,
-    }
+    evaluate_rows_into(hash, tweak, key, out_modulus, source, &mut out)?;
     Ok(out)
 }
 
-/// [`evaluate`] given `first = π(pack(input))`, the tweak-independent half of
-/// the input's hash, which the evaluator shares between the projections of
-/// one wire.
-pub(crate) fn evaluate_with_first_half<S: MaterialSource + ?Sized>(
+/// [`evaluate_rows`] into `out` (labels are 312-byte values: the
+/// evaluator's hot paths write in place rather than return them).
+pub(crate) fn evaluate_rows_into<S: MaterialSource + ?Sized>(
     hash: &FixedKeyHash,
     tweak: Tweak,
-    input: &Label,
-    first: Block,
+    key: &Label,
     out_modulus: Modulus,
     source: &mut S,
-) -> Result<Label, Error> {
-    let m = input.modulus().value() as usize;
+    out: &mut Label,
+) -> Result<(), Error> {
+    open_row(hash.hash(tweak, key.to_block()), key, out_modulus, source, out)
+}
+
+/// Consumes a gate's `m - 1` rows and writes to `out` the output of the row
+/// that `key`'s colour selects, given the key's hash `h` (row 0 is implicit:
+/// its output is `from_hash(h)`).
+pub(crate) fn open_row<S: MaterialSource + ?Sized>(
+    h: Block,
+    key: &Label,
+    out_modulus: Modulus,
+    source: &mut S,
+    out: &mut Label,
+) -> Result<(), Error> {
+    let m = key.modulus().value() as usize;
     if m > MAX_PROJECTION_INPUT as usize {
         return Err(Error::ProjectionInputTooLarge(m as u16));
     }
     let rows = source.next_rows(m - 1)?;
-    let mut h = [Block::ZERO];
-    hash.finish_same_tweak(tweak, &[first], &mut h);
-    let mut out = Label::zero(out_modulus);
-    match input.colour() {
-        0 => out.set_from_hash(out_modulus, h[0]),
-        c => out.set_from_block(out_modulus, rows[c as usize - 1] ^ h[0])?,
+    match key.colour() {
+        0 => out.set_from_hash(out_modulus, h),
+        c => out.set_from_block(out_modulus, rows[c as usize - 1] ^ h)?,
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Rotates `table[..m]` right by the secret `amount < m` (`out[c] = in[c - amount]`)
@@ -250,23 +253,14 @@ pub fn garble<S: MaterialSink + ?Sized>(
     table: impl Fn(u16) -> u16,
     sink: &mut S,
 ) -> Result<ZeroLabel, Error> {
-    let m_in = input.modulus();
-    if delta_in.modulus() != m_in {
-        return Err(Error::ModulusMismatch { left: m_in.value(), right: delta_in.modulus().value() });
-    }
-    if m_in.value() > MAX_PROJECTION_INPUT {
-        return Err(Error::ProjectionInputTooLarge(m_in.value()));
-    }
-    // Small tables (the common case: CRT primes, carries) use small stack
-    // buffers; the choice depends only on the public modulus.
-    if m_in.value() <= 64 {
-        garble_with::<64, S>(hash, tweak, input, delta_in, delta_out, table, sink)
-    } else {
-        garble_with::<{ MAX_PROJECTION_INPUT as usize }, S>(hash, tweak, input, delta_in, delta_out, table, sink)
-    }
+    let mut out = ZeroLabel::new(Label::zero(delta_out.modulus()));
+    garble_into(hash, tweak, input, delta_in, delta_out, table, sink, &mut out)?;
+    Ok(out)
 }
 
-fn garble_with<const CAP: usize, S: MaterialSink + ?Sized>(
+/// [`garble`] into `out` (the output zero label; zeroised on error).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn garble_into<S: MaterialSink + ?Sized>(
     hash: &FixedKeyHash,
     tweak: Tweak,
     input: &ZeroLabel,
@@ -274,14 +268,32 @@ fn garble_with<const CAP: usize, S: MaterialSink + ?Sized>(
     delta_out: &Delta,
     table: impl Fn(u16) -> u16,
     sink: &mut S,
-) -> Result<ZeroLabel, Error> {
+    out: &mut ZeroLabel,
+) -> Result<(), Error> {
+    let m_in = input.modulus();
+    if delta_in.modulus() != m_in {
+        return Err(Error::ModulusMismatch { left: m_in.value(), right: delta_in.modulus().value() });
+    }
+    if m_in.value() > MAX_PROJECTION_INPUT {
+        return Err(Error::ProjectionInputTooLarge(m_in.value()));
+    }
     let mut key = input.as_label().clone();
-    key.add_scaled_unchecked(delta_in.as_label(), input.modulus().sub(0, input.as_label().colour()));
-    garble_table::<CAP, S>(hash, tweak, Keys::Walk(&mut key, delta_in), input, delta_out, table, sink)
+    key.add_scaled_unchecked(delta_in.as_label(), m_in.sub(0, input.as_label().colour()));
+    let keys = Keys::Walk(&mut key, delta_in);
+    let out = out.as_label_mut();
+    // Small tables (the common case: CRT primes, carries) use small stack
+    // buffers; the choice depends only on the public modulus.
+    if m_in.value() <= 64 {
+        garble_table::<64, S>(hash, tweak, keys, input, delta_out, table, sink, out)
+    } else {
+        garble_table::<{ MAX_PROJECTION_INPUT as usize }, S>(hash, tweak, keys, input, delta_out, table, sink, out)
+    }
 }
 
 /// [`garble`] for a wire whose keys' first hash halves `first` came from
-/// [`key_first_halves`]: the same rows and output.
+/// [`key_first_halves`], into `out` (the output zero label): the same rows
+/// and output.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn garble_with_first_halves<S: MaterialSink + ?Sized>(
     hash: &FixedKeyHash,
     tweak: Tweak,
@@ -290,15 +302,19 @@ pub(crate) fn garble_with_first_halves<S: MaterialSink + ?Sized>(
     delta_out: &Delta,
     table: impl Fn(u16) -> u16,
     sink: &mut S,
-) -> Result<ZeroLabel, Error> {
+    out: &mut ZeroLabel,
+) -> Result<(), Error> {
     if first.len() != input.modulus().value() as usize || first.len() > SHARED_KEYS_MAX_INPUT {
         return Err(Error::LengthMismatch);
     }
-    garble_table::<SHARED_KEYS_MAX_INPUT, S>(hash, tweak, Keys::FirstHalf(first), input, delta_out, table, sink)
+    let keys = Keys::FirstHalf(first);
+    garble_table::<SHARED_KEYS_MAX_INPUT, S>(hash, tweak, keys, input, delta_out, table, sink, out.as_label_mut())
 }
 
 /// The table half of a projection: rotates `φ` by the input's colour and
-/// garbles the rows keyed by `keys`.
+/// garbles the rows keyed by `keys`; the output zero label goes to `out`
+/// (zeroised on error).
+#[allow(clippy::too_many_arguments)]
 fn garble_table<const CAP: usize, S: MaterialSink + ?Sized>(
     hash: &FixedKeyHash,
     tweak: Tweak,
@@ -307,7 +323,8 @@ fn garble_table<const CAP: usize, S: MaterialSink + ?Sized>(
     delta_out: &Delta,
     table: impl Fn(u16) -> u16,
     sink: &mut S,
-) -> Result<ZeroLabel, Error> {
+    out: &mut Label,
+) -> Result<(), Error> {
     let n = delta_out.modulus();
     let m = input.modulus().value() as usize;
     let mut rotated = [0u16; CAP];
@@ -319,22 +336,20 @@ fn garble_table<const CAP: usize, S: MaterialSink + ?Sized>(
     scratch[..m].zeroize();
     // rotated[c] = φ(c - a): the output for the label of colour c.
     let first = rotated[0];
-    let mut result = ZeroLabel::new(Label::zero(n));
-    let r0 = result.as_label_mut();
     let status = garble_rows(
         hash,
         tweak,
         keys,
         n,
-        |c, r0, out| out.set_scaled_sum(r0, delta_out.as_label(), n.sub(rotated[c], first)),
+        |c, r0, row| row.set_scaled_sum(r0, delta_out.as_label(), n.sub(rotated[c], first)),
         sink,
-        r0,
+        out,
     );
     rotated[..m].zeroize();
     status?;
     // C = R_0 - φ(-a)·Δ_n, so that row c holds C + φ(c - a)·Δ_n.
-    r0.add_scaled_unchecked(delta_out.as_label(), n.neg(first));
-    Ok(result)
+    out.add_scaled_unchecked(delta_out.as_label(), n.neg(first));
+    Ok(())
 }
 
 /// Evaluates a projection gate: reads its `m - 1` rows from `source` and

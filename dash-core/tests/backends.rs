@@ -225,7 +225,7 @@ fn project_many_equals_project_one_by_one() {
         let mut got = Vec::new();
         many.project_many(&x0, &outs, table, |_, j, w| {
             assert_eq!(j, got.len());
-            got.push(w);
+            got.push(w.clone());
             Ok(())
         })
         .unwrap();

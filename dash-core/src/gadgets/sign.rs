@@ -393,7 +393,7 @@ impl SignGadget {
                 let pos = &self.positions[targets[j]];
                 outs[j].reduce(self.digit(i, pos, r) as u32)
             };
-            b.project_many(w, &outs, table, |b, j, d| accumulate(b, &mut sums[targets[j]], d))?;
+            b.project_many(w, &outs, table, |b, j, d| accumulate_ref(b, &mut sums[targets[j]], d))?;
         }
         let mut carry: Option<B::Wire> = None;
         for (l, (pos, sum)) in self.positions.iter().zip(sums.iter_mut()).enumerate() {
@@ -499,6 +499,17 @@ fn accumulate<B: Backend>(b: &mut B, sum: &mut Option<B::Wire>, d: B::Wire) -> R
         Some(a) => b.add_assign(a, &d),
         None => {
             *sum = Some(d);
+            Ok(())
+        }
+    }
+}
+
+/// [`accumulate`] for a lent term: copied only if it is the first.
+fn accumulate_ref<B: Backend>(b: &mut B, sum: &mut Option<B::Wire>, d: &B::Wire) -> Result<(), Error> {
+    match sum.as_mut() {
+        Some(a) => b.add_assign(a, d),
+        None => {
+            *sum = Some(d.clone());
             Ok(())
         }
     }
