@@ -65,16 +65,12 @@ pub trait Backend {
         a: &Self::Wire,
         outs: &[Modulus],
         table: impl Fn(usize, u16) -> u16,
-        mut each: impl FnMut(&mut Self, usize, &Self::Wire) -> Result<(), Error>,
+        each: impl FnMut(&mut Self, usize, &Self::Wire) -> Result<(), Error>,
     ) -> Result<(), Error>
     where
         Self: Sized,
     {
-        for (j, &out) in outs.iter().enumerate() {
-            let w = self.project(a, out, |x| table(j, x))?;
-            each(self, j, &w)?;
-        }
-        Ok(())
+        project_each(self, a, outs, table, each)
     }
 
     /// `x · b mod p` where `b` is a wire of modulus 2 (a bit).
@@ -94,6 +90,22 @@ pub trait Backend {
         *a = self.add(a, b)?;
         Ok(())
     }
+}
+
+/// [`Backend::project_many`] as separate [`Backend::project`] calls: the
+/// default, and the fallback of backends that override it.
+pub(crate) fn project_each<B: Backend>(
+    b: &mut B,
+    a: &B::Wire,
+    outs: &[Modulus],
+    table: impl Fn(usize, u16) -> u16,
+    mut each: impl FnMut(&mut B, usize, &B::Wire) -> Result<(), Error>,
+) -> Result<(), Error> {
+    for (j, &out) in outs.iter().enumerate() {
+        let w = b.project(a, out, |x| table(j, x))?;
+        each(b, j, &w)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn same_modulus(a: Modulus, b: Modulus) -> Result<Modulus, Error> {

@@ -88,6 +88,16 @@ impl ZeroLabel {
         out.add_scaled_unchecked(delta.as_label(), value);
         Ok(out)
     }
+
+    /// The wire's label of colour 0, `W_0 - colour(W_0)·Δ`: where the
+    /// garbler starts walking a wire's labels in colour order (row order).
+    /// `delta` must be this wire's offset. Constant-time in the colour.
+    pub(crate) fn colour_zero_key(&self, delta: &Delta) -> Label {
+        let m = self.modulus();
+        let mut key = self.0.clone();
+        key.add_scaled_unchecked(delta.as_label(), m.neg(self.0.colour()));
+        key
+    }
 }
 
 impl Drop for ZeroLabel {

@@ -288,11 +288,7 @@ impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
     ) -> Result<(), Error> {
         let m = a.modulus().value() as usize;
         if m > projection::SHARED_KEYS_MAX_INPUT || outs.len() < 2 {
-            for (j, &out) in outs.iter().enumerate() {
-                let w = self.project(a, out, |x| table(j, x))?;
-                each(self, j, &w)?;
-            }
-            return Ok(());
+            return crate::backend::project_each(self, a, outs, table, each);
         }
         // The wire's labels are packed and half-hashed once for all the
         // projections (the tweak enters only the second AES call).
@@ -340,8 +336,7 @@ impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
         projection::garble_into(self.hash, tweak(1), bit, delta_b, delta_x, table, &mut self.sink, &mut t)?;
         // Rows keyed by X: row γ decrypts to R_0 - γ·B'_0. The evaluator adds
         // γ·B' + T and obtains R_0 + T_0 + (γ - colour(X0))·b·Δ = Z_0 + x·b·Δ.
-        let mut key = x.as_label().clone();
-        key.add_scaled_unchecked(delta_x.as_label(), minus_cx);
+        let mut key = x.colour_zero_key(delta_x);
         // garble_rows walks the key through the wire's labels and zeroises it.
         let b0 = b_lift.as_label();
         let mut z = ZeroLabel::new(Label::zero(p));

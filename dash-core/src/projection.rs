@@ -122,8 +122,7 @@ pub(crate) const SHARED_KEYS_MAX_INPUT: usize = 64;
 pub(crate) fn key_first_halves(hash: &FixedKeyHash, input: &ZeroLabel, delta_in: &Delta, first: &mut [Block]) {
     let m_in = input.modulus();
     let m = (m_in.value() as usize).min(first.len());
-    let mut key = input.as_label().clone();
-    key.add_scaled_unchecked(delta_in.as_label(), m_in.sub(0, input.as_label().colour()));
+    let mut key = input.colour_zero_key(delta_in);
     let powers = Powers::new(m_in);
     for f in first[..m].iter_mut() {
         *f = key.to_block_with(&powers);
@@ -277,8 +276,7 @@ pub(crate) fn garble_into<S: MaterialSink + ?Sized>(
     if m_in.value() > MAX_PROJECTION_INPUT {
         return Err(Error::ProjectionInputTooLarge(m_in.value()));
     }
-    let mut key = input.as_label().clone();
-    key.add_scaled_unchecked(delta_in.as_label(), m_in.sub(0, input.as_label().colour()));
+    let mut key = input.colour_zero_key(delta_in);
     let keys = Keys::Walk(&mut key, delta_in);
     let out = out.as_label_mut();
     // Small tables (the common case: CRT primes, carries) use small stack
@@ -365,9 +363,7 @@ pub fn evaluate<S: MaterialSource + ?Sized>(
     out_modulus: Modulus,
     source: &mut S,
 ) -> Result<Label, Error> {
-    if input.modulus().value() > MAX_PROJECTION_INPUT {
-        return Err(Error::ProjectionInputTooLarge(input.modulus().value()));
-    }
+    // `open_row` refuses inputs above MAX_PROJECTION_INPUT.
     evaluate_rows(hash, tweak, input, out_modulus, source)
 }
 
