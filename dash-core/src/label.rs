@@ -181,7 +181,7 @@ impl Label {
     /// packing is multiply-add only.
     pub fn to_block(&self) -> Block {
         let m = self.modulus;
-        if let Some(v) = pack_fast(&self.digits, m.value()) {
+        if let Some(v) = pack_fast(&self.digits, m.value(), &oct_powers(m.value())) {
             return Block(v);
         }
         let p = m.value() as u64;
@@ -210,7 +210,7 @@ impl Label {
     pub(crate) fn to_block_with(&self, powers: &Powers) -> Block {
         let m = self.modulus;
         debug_assert!(powers.modulus == m);
-        if let Some(v) = pack_fast(&self.digits, m.value()) {
+        if let Some(v) = pack_fast(&self.digits, m.value(), &powers.oct) {
             return Block(v);
         }
         // Here p > MAX_SHORT_MODULUS: chunks of at most MAX_WIDE_CHUNK digits.
@@ -310,6 +310,33 @@ impl Label {
         Ok(())
     }
 
+    /// [`Label::set_from_block`] into two labels at once (`blocks[0]` into
+    /// `self`, `blocks[1]` into `other`), their unpackings interleaved for
+    /// speed. Either failure leaves that label zeroed; the first is returned.
+    pub(crate) fn set_from_block_pair(
+        &mut self,
+        other: &mut Label,
+        modulus: Modulus,
+        blocks: [Block; 2],
+    ) -> Result<(), Error> {
+        if modulus.value() == 2 {
+            self.set_from_block(modulus, blocks[0])?;
+            return other.set_from_block(modulus, blocks[1]);
+        }
+        self.reset(modulus);
+        other.reset(modulus);
+        let n = modulus.digits();
+        let results = modulus.unpack_pair(blocks.map(|b| b.0), &mut self.digits[..n], &mut other.digits[..n]);
+        let mut status = Ok(());
+        for (label, r) in [self, other].into_iter().zip(results) {
+            if let Err(e) = r {
+                label.digits[..n].fill(0);
+                status = status.and(Err(e));
+            }
+        }
+        status
+    }
+
     /// Makes this storage hold a label of `modulus`, clearing stale digits
     /// only when the modulus changes (the live digits are overwritten).
     #[inline]
@@ -381,6 +408,18 @@ const MAX_WIDE_CHUNK: usize = 8;
 pub(crate) struct Powers {
     modulus: Modulus,
     pow: [u64; MAX_WIDE_CHUNK],
+    /// [`oct_powers`] of the modulus.
+    oct: [u128; 3],
+}
+
+/// `[p^8, p^16, p^24]` (wrapping): the weights of the last three 8-digit
+/// groups in the SSE2 packing.
+#[inline(always)]
+const fn oct_powers(p: u16) -> [u128; 3] {
+    let p4 = (p as u64).wrapping_pow(4);
+    let p8 = p4 as u128 * p4 as u128;
+    let p16 = p8.wrapping_mul(p8);
+    [p8, p16, p16.wrapping_mul(p8)]
 }
 
 impl Powers {
@@ -393,7 +432,12 @@ impl Powers {
                 v = v.wrapping_mul(modulus.value() as u64);
             }
         }
-        Powers { modulus, pow }
+        Powers { modulus, pow, oct: oct_powers(modulus.value()) }
+    }
+
+    /// The modulus these are the powers of.
+    pub(crate) fn modulus(&self) -> Modulus {
+        self.modulus
     }
 }
 
@@ -481,12 +525,24 @@ fn pack_quads<const SMALL: bool, const H: usize, const NQ: usize>(digits: &[u16;
 /// Packs with the fastest exact method for the modulus: bits for p = 2,
 /// quads up to 251, `None` above (the caller's chunked dot product).
 #[inline]
-fn pack_fast(digits: &[u16; MAX_DIGITS], p: u16) -> Option<u128> {
+fn pack_fast(digits: &[u16; MAX_DIGITS], p: u16, oct: &[u128; 3]) -> Option<u128> {
     // H = the most quads below 2^64 (three chunks of H quads then cover the
     // `floor(128 / log2 p)` digits): p^40 for 3, p^24 for 5, p^20 for 7,
     // p^16 for 11 and 13, p^12 up to 37, p^8 up to 251. NQ = the quads that
     // hold the live digits, `ceil(digits / 4)` (checked for every modulus
     // by the `quad_counts_cover_the_digits` test).
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if (sse2::MIN_MODULUS..=sse2::MAX_MODULUS).contains(&p) {
+        return Some(sse2::pack_octs(digits, p, oct));
+    }
+    let _ = oct;
+    pack_short_portable(digits, p)
+}
+
+/// [`pack_fast`] without vector instructions: what targets without SSE2 run
+/// (and what the tests hold the SSE2 path to).
+#[inline(always)]
+fn pack_short_portable(digits: &[u16; MAX_DIGITS], p: u16) -> Option<u128> {
     Some(match p {
         2 => pack_bits(digits),
         3 => pack_quads::<true, 10, 20>(digits, p),
@@ -502,6 +558,60 @@ fn pack_fast(digits: &[u16; MAX_DIGITS], p: u16) -> Option<u128> {
         191..=MAX_SHORT_MODULUS => pack_quads::<false, 2, 4>(digits, p),
         _ => return None,
     })
+}
+
+/// The packing in SSE2 registers (baseline on x86-64) for the moduli whose
+/// labels have at most 32 digits and whose digit pairs fit 15 bits, through
+/// `safe_arch`'s safe wrappers (this crate has no `unsafe`).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod sse2 {
+    use super::MAX_DIGITS;
+    use safe_arch::{
+        add_i64_m128i, bitand_m128i, get_i64_from_m128i_s, m128i, mul_i16_horizontal_add_m128i,
+        mul_widen_u32_odd_m128i, pack_i32_to_i16_m128i, set_splat_i32_m128i, set_splat_i64_m128i, shr_imm_u64_m128i,
+        unpack_high_i64_m128i,
+    };
+
+    /// 17 has 31 digits, the first prime with at most 32.
+    pub(super) const MIN_MODULUS: u16 = 17;
+    /// `p^2 < 2^15`: a pair `d0 + d1 p` is a positive `i16`.
+    pub(super) const MAX_MODULUS: u16 = 181;
+
+    /// `sum_i d_i p^i` over the first 32 digits, in four steps that each
+    /// halve the number of terms: pairs `d0 + d1 p` and quads
+    /// `pair0 + pair1 p^2` by `pmaddwd` (16-bit products summed into 32-bit
+    /// lanes; every pair is below `p^2 < 2^15`, so the saturating repack of
+    /// pairs to 16 bits is exact), octs `quad0 + quad1 p^4 < p^8 < 2^64` by
+    /// `pmuludq`, then the four octs in 128-bit scalar arithmetic (wrapping;
+    /// exact because the sum is below `2^128`). Multiplications, adds and
+    /// shuffles only: constant-time.
+    #[inline(always)]
+    pub(super) fn pack_octs(digits: &[u16; MAX_DIGITS], p: u16, oct: &[u128; 3]) -> u128 {
+        let p = p as u64;
+        let lane = |i: usize| {
+            let mut d = [0i16; 8];
+            for (x, &y) in d.iter_mut().zip(&digits[i..i + 8]) {
+                *x = y as i16;
+            }
+            m128i::from(d)
+        };
+        let by_p = set_splat_i32_m128i(((p as i32) << 16) | 1);
+        let by_p2 = set_splat_i32_m128i(((p * p) as i32) << 16 | 1);
+        let pairs = |i: usize| mul_i16_horizontal_add_m128i(lane(i), by_p);
+        let q0 = mul_i16_horizontal_add_m128i(pack_i32_to_i16_m128i(pairs(0), pairs(8)), by_p2);
+        let q1 = mul_i16_horizontal_add_m128i(pack_i32_to_i16_m128i(pairs(16), pairs(24)), by_p2);
+        let p4 = p * p * p * p;
+        let (by_p4, low32) = (set_splat_i64_m128i(p4 as i64), set_splat_i64_m128i(0xffff_ffff));
+        let octs = |q: m128i| {
+            add_i64_m128i(bitand_m128i(q, low32), mul_widen_u32_odd_m128i(shr_imm_u64_m128i::<32>(q), by_p4))
+        };
+        let (o01, o23) = (octs(q0), octs(q1));
+        let o = [o01, unpack_high_i64_m128i(o01, o01), o23, unpack_high_i64_m128i(o23, o23)]
+            .map(|v| get_i64_from_m128i_s(v) as u64 as u128);
+        o[0].wrapping_add(o[1].wrapping_mul(oct[0]))
+            .wrapping_add(o[2].wrapping_mul(oct[1]))
+            .wrapping_add(o[3].wrapping_mul(oct[2]))
+    }
 }
 
 /// The quad count [`pack_fast`] uses for a short modulus (tests only).
@@ -643,6 +753,50 @@ mod tests {
                 let l = Label::from_block(m, Block(v)).unwrap();
                 assert!(l.digits().iter().all(|&d| d < m.value()));
                 assert_eq!(l.to_block().0, v, "p = {}", m.value());
+            }
+        }
+    }
+
+    /// The SSE2 packing (where the target has it) equals the portable one,
+    /// on random labels and on the all-zero and all-`p - 1` labels.
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
+    #[test]
+    fn vector_packing_equals_portable_packing() {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        for m in primes().filter(|m| (3..=MAX_SHORT_MODULUS).contains(&m.value())) {
+            let p = m.value();
+            let top = Label::from_digits(m, &[p - 1; MAX_DIGITS][..m.digits()]).unwrap();
+            for l in [Label::zero(m), top].into_iter().chain((0..50).map(|_| Label::random(m, &mut rng))) {
+                let portable = pack_short_portable(&l.digits, p);
+                assert_eq!(pack_fast(&l.digits, p, &oct_powers(p)), portable, "p = {p}");
+                assert_eq!(Some(l.to_block_with(&Powers::new(m)).0), portable, "p = {p}");
+            }
+        }
+    }
+
+    /// Decoding two blocks at once equals decoding them one by one, errors
+    /// included (a failed label is left zeroed, the other decoded).
+    #[test]
+    fn block_pair_decodes_like_one_by_one() {
+        let mut rng = ChaCha20Rng::seed_from_u64(10);
+        for m in primes() {
+            let max = m.max_packed();
+            let any = Block((rng.next_u64() as u128) << 64 | rng.next_u64() as u128);
+            let label = Label::random(m, &mut rng).to_block();
+            let blocks = [label, any, Block(max), Block(max.wrapping_add(1)), Block(u128::MAX), Block(0)];
+            for &x in &blocks {
+                for &y in &blocks {
+                    let (mut a, mut b) = (Label::random(m, &mut rng), Label::zero(m));
+                    let got = a.set_from_block_pair(&mut b, m, [x, y]);
+                    let (ea, eb) = (Label::from_block(m, x), Label::from_block(m, y));
+                    assert_eq!(got, ea.as_ref().and(eb.as_ref()).map(|_| ()).map_err(|e| *e), "p = {}", m.value());
+                    for (label, expect) in [(&a, ea), (&b, eb)] {
+                        match expect {
+                            Ok(l) => assert_eq!(label.digits(), l.digits()),
+                            Err(_) => assert!(label.digits().iter().all(|&d| d == 0)),
+                        }
+                    }
+                }
             }
         }
     }

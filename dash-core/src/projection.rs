@@ -387,6 +387,9 @@ pub fn evaluate_batch<S: MaterialSource + ?Sized>(
         return Err(Error::LengthMismatch);
     }
     let mut blocks = [Block::ZERO; HASH_LANES];
+    // The packing constants of the inputs' modulus (recomputed only where
+    // it changes: a layer's gates normally share one).
+    let mut powers = Powers::new(inputs.first().map_or(Modulus::TWO, |l| l.modulus()));
     for ((tw, ins), outs) in
         tweaks.chunks(HASH_LANES).zip(inputs.chunks(HASH_LANES)).zip(outputs.chunks_mut(HASH_LANES))
     {
@@ -395,19 +398,39 @@ pub fn evaluate_batch<S: MaterialSource + ?Sized>(
             if input.modulus().value() > MAX_PROJECTION_INPUT {
                 return Err(Error::ProjectionInputTooLarge(input.modulus().value()));
             }
-            *b = input.to_block();
+            if powers.modulus() != input.modulus() {
+                powers = Powers::new(input.modulus());
+            }
+            *b = input.to_block_with(&powers);
             total += input.modulus().value() as usize - 1;
         }
         hash.hash_batch(tw, &mut blocks[..ins.len()])?;
         let rows = source.next_rows(total)?;
+        // Colour 0 decodes the hash; every other colour unpacks its row,
+        // two gates at a time (see `Label::set_from_block_pair`).
+        let mut pending = [(0usize, Block::ZERO); HASH_LANES];
+        let mut waiting = 0;
         let mut offset = 0;
-        for ((h, input), out) in blocks.iter().zip(ins).zip(outs.iter_mut()) {
+        for (i, ((h, input), out)) in blocks.iter().zip(ins).zip(outs.iter_mut()).enumerate() {
             let m = input.modulus().value() as usize;
             match input.colour() {
                 0 => out.set_from_hash(out_modulus, *h),
-                c => out.set_from_block(out_modulus, rows[offset + c as usize - 1] ^ *h)?,
+                c => {
+                    pending[waiting] = (i, rows[offset + c as usize - 1] ^ *h);
+                    waiting += 1;
+                }
             }
             offset += m - 1;
+        }
+        let mut pairs = pending[..waiting].chunks_exact(2);
+        for pair in &mut pairs {
+            let ((i, x), (j, y)) = (pair[0], pair[1]);
+            // i < j: pending is in gate order.
+            let (left, right) = outs.split_at_mut(j);
+            left[i].set_from_block_pair(&mut right[0], out_modulus, [x, y])?;
+        }
+        if let [(i, x)] = *pairs.remainder() {
+            outs[i].set_from_block(out_modulus, x)?;
         }
     }
     Ok(())
