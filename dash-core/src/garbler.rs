@@ -336,16 +336,14 @@ impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
         projection::garble_into(self.hash, tweak(1), bit, delta_b, delta_x, table, &mut self.sink, &mut t)?;
         // Rows keyed by X: row γ decrypts to R_0 - γ·B'_0. The evaluator adds
         // γ·B' + T and obtains R_0 + T_0 + (γ - colour(X0))·b·Δ = Z_0 + x·b·Δ.
-        let mut key = x.colour_zero_key(delta_x);
-        // garble_rows walks the key through the wire's labels and zeroises it.
         let b0 = b_lift.as_label();
         let mut z = ZeroLabel::new(Label::zero(p));
         projection::garble_rows(
             self.hash,
             tweak(2),
-            projection::Keys::Walk(&mut key, delta_x),
-            p,
-            |c, r0, out| out.set_scaled_sum(r0, b0, p.neg(p.reduce(c as u32))),
+            projection::Keys::Walk(x, delta_x),
+            b0,
+            |c| p.neg(p.reduce(c as u32)),
             &mut self.sink,
             z.as_label_mut(),
         )?;

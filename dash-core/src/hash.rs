@@ -12,7 +12,12 @@
 use crate::block::Block;
 use crate::error::Error;
 use aes::Aes128;
-use aes::cipher::{BlockCipherEncrypt, KeyInit};
+use aes::cipher::array::Array;
+use aes::cipher::consts::U16;
+use aes::cipher::typenum::Unsigned;
+use aes::cipher::{
+    BlockCipherEncBackend, BlockCipherEncClosure, BlockCipherEncrypt, BlockSizeUser, KeyInit, ParBlocks,
+};
 
 /// The fixed public AES key. Any public constant serves (the security
 /// argument treats `π` as a random permutation that everyone can query);
@@ -129,26 +134,11 @@ impl FixedKeyHash {
     }
 
     /// `H(tweak, blocks[i])` for every `i`, in place (the rows of one gate).
+    ///
+    /// Runs inside one backend call ([`SameTweak`]): no per-call dispatch or
+    /// staging buffers, the AES pipeline's width of blocks at a time.
     pub fn hash_batch_same_tweak(&self, tweak: Tweak, blocks: &mut [Block]) {
-        let mut first = [aes::Block::default(); HASH_LANES];
-        let mut second = [aes::Block::default(); HASH_LANES];
-        for chunk in blocks.chunks_mut(HASH_LANES) {
-            let n = chunk.len();
-            for (l, b) in first.iter_mut().zip(chunk.iter()) {
-                *l = b.to_bytes().into();
-            }
-            self.aes.encrypt_blocks(&mut first[..n]);
-            for i in 0..n {
-                let y = u128::from_le_bytes(first[i].into());
-                second[i] = (y ^ tweak.0).to_le_bytes().into();
-            }
-            self.aes.encrypt_blocks(&mut second[..n]);
-            for i in 0..n {
-                let y = u128::from_le_bytes(first[i].into());
-                let z = u128::from_le_bytes(second[i].into());
-                chunk[i] = Block(y ^ z);
-            }
-        }
+        self.aes.encrypt_with_backend(SameTweak { tweak: tweak.0, blocks });
     }
 
     /// The second half of `H(tweak, x)` for every `x`, given `first[i] = π(x_i)`:
@@ -165,6 +155,47 @@ impl FixedKeyHash {
             self.aes.encrypt_blocks(&mut second[..n]);
             for ((o, l), x) in o.iter_mut().zip(&second[..n]).zip(f) {
                 *o = Block(u128::from_le_bytes((*l).into()) ^ x.0);
+            }
+        }
+    }
+}
+
+/// [`FixedKeyHash::hash_batch_same_tweak`] as a closure over the AES
+/// backend: full pipeline-width groups go through `encrypt_par_blocks`
+/// (both passes of a group back to back), the rest block by block.
+struct SameTweak<'a> {
+    tweak: u128,
+    blocks: &'a mut [Block],
+}
+
+impl BlockSizeUser for SameTweak<'_> {
+    type BlockSize = U16;
+}
+
+impl BlockCipherEncClosure for SameTweak<'_> {
+    #[inline(always)]
+    fn call<B: BlockCipherEncBackend<BlockSize = U16>>(self, backend: &B) {
+        let width = B::ParBlocksSize::USIZE;
+        let t = self.tweak;
+        for group in self.blocks.chunks_mut(width) {
+            if group.len() == width {
+                let mut first: ParBlocks<B> = Array::from_fn(|i| group[i].to_bytes().into());
+                backend.encrypt_par_blocks_inplace(&mut first);
+                let mut second: ParBlocks<B> =
+                    Array::from_fn(|i| (u128::from_le_bytes(first[i].into()) ^ t).to_le_bytes().into());
+                backend.encrypt_par_blocks_inplace(&mut second);
+                for ((b, f), s) in group.iter_mut().zip(first.iter()).zip(second.iter()) {
+                    *b = Block(u128::from_le_bytes((*f).into()) ^ u128::from_le_bytes((*s).into()));
+                }
+            } else {
+                for b in group.iter_mut() {
+                    let mut first = b.to_bytes().into();
+                    backend.encrypt_block_inplace(&mut first);
+                    let y = u128::from_le_bytes(first.into());
+                    let mut second = (y ^ t).to_le_bytes().into();
+                    backend.encrypt_block_inplace(&mut second);
+                    *b = Block(y ^ u128::from_le_bytes(second.into()));
+                }
             }
         }
     }

@@ -202,11 +202,12 @@ impl Label {
         Block(high.wrapping_mul(chunk_pow).wrapping_add(g0))
     }
 
-    /// [`Label::to_block`] with the powers of `p` precomputed: a dot product
-    /// per chunk instead of a Horner chain (independent multiplications, so
-    /// it runs at the multiplier's throughput). For loops that pack many
-    /// labels of one modulus, e.g. the rows of a gate.
-    #[inline]
+    /// [`Label::to_block`] with the packing constants of `p` precomputed,
+    /// for loops that pack many labels of one modulus (the rows of a gate):
+    /// inlined there, so the constants stay in registers. Wide moduli take a
+    /// dot product per chunk instead of a Horner chain (independent
+    /// multiplications, so it runs at the multiplier's throughput).
+    #[inline(always)]
     pub(crate) fn to_block_with(&self, powers: &Powers) -> Block {
         let m = self.modulus;
         debug_assert!(powers.modulus == m);
@@ -397,6 +398,54 @@ fn zip3(
     }
 }
 
+/// Digits of a [`ShortDigits`] value.
+pub(crate) const SHORT_DIGITS: usize = 32;
+
+/// The digits of a label of a short modulus with at most 32 digits (every
+/// prime from 17 to [`MAX_SHORT_MODULUS`]), held by value: the garbler's
+/// row loops keep their labels in these (64 bytes, four vector registers)
+/// rather than in 312-byte [`Label`]s. Digits past the modulus's are zero.
+pub(crate) type ShortDigits = [u16; SHORT_DIGITS];
+
+impl Label {
+    /// The digits as [`ShortDigits`], if the modulus is short enough.
+    #[inline(always)]
+    pub(crate) fn short_digits(&self) -> Option<ShortDigits> {
+        let m = self.modulus;
+        let short = self.digits.first_chunk::<SHORT_DIGITS>()?;
+        (m.digits() <= SHORT_DIGITS && m.value() <= MAX_SHORT_MODULUS).then_some(*short)
+    }
+}
+
+/// `a += b` digit-wise mod `p` on [`ShortDigits`] (as
+/// [`Label::add_assign_unchecked`]: a mask, never a branch).
+#[inline(always)]
+pub(crate) fn short_add(a: &mut ShortDigits, b: &ShortDigits, p: u16) {
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x = reduce_once16(*x + y, p);
+    }
+}
+
+/// `base + c·other` digit-wise mod `m` on [`ShortDigits`], `c < m`
+/// (as [`Label::set_scaled_sum`]; constant-time in `c`).
+#[inline(always)]
+pub(crate) fn short_scaled_sum(base: &ShortDigits, other: &ShortDigits, c: u16, m: Modulus) -> ShortDigits {
+    let mut out = [0; SHORT_DIGITS];
+    for ((o, &b), &x) in out.iter_mut().zip(base).zip(other) {
+        *o = m.reduce16(x * c + b);
+    }
+    out
+}
+
+/// The packing of [`ShortDigits`] of modulus `p` (as [`Label::to_block`]),
+/// given `oct = oct_powers(p)`.
+#[inline(always)]
+pub(crate) fn short_pack(digits: &ShortDigits, p: u16, oct: &[u128; 3]) -> Block {
+    // Short digits exist only for p <= MAX_SHORT_MODULUS, which pack_fast
+    // always packs.
+    Block(pack_fast(digits, p, oct).unwrap_or(0))
+}
+
 /// Most digits in a packing chunk of a modulus above [`MAX_SHORT_MODULUS`]
 /// (`floor(64 / log2 p)` is 7 for 257).
 const MAX_WIDE_CHUNK: usize = 8;
@@ -415,7 +464,7 @@ pub(crate) struct Powers {
 /// `[p^8, p^16, p^24]` (wrapping): the weights of the last three 8-digit
 /// groups in the SSE2 packing.
 #[inline(always)]
-const fn oct_powers(p: u16) -> [u128; 3] {
+pub(crate) const fn oct_powers(p: u16) -> [u128; 3] {
     let p4 = (p as u64).wrapping_pow(4);
     let p8 = p4 as u128 * p4 as u128;
     let p16 = p8.wrapping_mul(p8);
@@ -457,7 +506,7 @@ const SCATTER4: u64 = 1 | (1 << 15) | (1 << 30) | (1 << 45);
 /// and the ones outside bits 48..64 are shifted or wrapped away.
 /// Constant-time (multiplications, shifts and ORs only).
 #[inline]
-fn pack_bits(digits: &[u16; MAX_DIGITS]) -> u128 {
+fn pack_bits<const N: usize>(digits: &[u16; N]) -> u128 {
     let mut v = 0u128;
     for (g, group) in digits.as_chunks::<16>().0.iter().enumerate() {
         let mut x = 0u64;
@@ -487,7 +536,7 @@ fn pack_bits(digits: &[u16; MAX_DIGITS]) -> u128 {
 /// would hold nothing but padding costs nothing. Multiplications, shifts
 /// and masks only: constant-time.
 #[inline(always)]
-fn pack_quads<const SMALL: bool, const H: usize, const NQ: usize>(digits: &[u16; MAX_DIGITS], p: u16) -> u128 {
+fn pack_quads<const SMALL: bool, const H: usize, const NQ: usize, const N: usize>(digits: &[u16; N], p: u16) -> u128 {
     let p = p as u64;
     let q = p * p * p * p;
     let mut chunk_pow = 1u64;
@@ -525,7 +574,7 @@ fn pack_quads<const SMALL: bool, const H: usize, const NQ: usize>(digits: &[u16;
 /// Packs with the fastest exact method for the modulus: bits for p = 2,
 /// quads up to 251, `None` above (the caller's chunked dot product).
 #[inline]
-fn pack_fast(digits: &[u16; MAX_DIGITS], p: u16, oct: &[u128; 3]) -> Option<u128> {
+fn pack_fast<const N: usize>(digits: &[u16; N], p: u16, oct: &[u128; 3]) -> Option<u128> {
     // H = the most quads below 2^64 (three chunks of H quads then cover the
     // `floor(128 / log2 p)` digits): p^40 for 3, p^24 for 5, p^20 for 7,
     // p^16 for 11 and 13, p^12 up to 37, p^8 up to 251. NQ = the quads that
@@ -542,20 +591,20 @@ fn pack_fast(digits: &[u16; MAX_DIGITS], p: u16, oct: &[u128; 3]) -> Option<u128
 /// [`pack_fast`] without vector instructions: what targets without SSE2 run
 /// (and what the tests hold the SSE2 path to).
 #[inline(always)]
-fn pack_short_portable(digits: &[u16; MAX_DIGITS], p: u16) -> Option<u128> {
+fn pack_short_portable<const N: usize>(digits: &[u16; N], p: u16) -> Option<u128> {
     Some(match p {
         2 => pack_bits(digits),
-        3 => pack_quads::<true, 10, 20>(digits, p),
-        5 => pack_quads::<true, 6, 14>(digits, p),
-        7 => pack_quads::<true, 5, 12>(digits, p),
-        11 => pack_quads::<true, 4, 10>(digits, p),
-        13 => pack_quads::<true, 4, 9>(digits, p),
-        17 | 19 => pack_quads::<false, 3, 8>(digits, p),
-        23..=31 => pack_quads::<false, 3, 7>(digits, p),
-        37 => pack_quads::<false, 3, 6>(digits, p),
-        41..=67 => pack_quads::<false, 2, 6>(digits, p),
-        71..=181 => pack_quads::<false, 2, 5>(digits, p),
-        191..=MAX_SHORT_MODULUS => pack_quads::<false, 2, 4>(digits, p),
+        3 => pack_quads::<true, 10, 20, N>(digits, p),
+        5 => pack_quads::<true, 6, 14, N>(digits, p),
+        7 => pack_quads::<true, 5, 12, N>(digits, p),
+        11 => pack_quads::<true, 4, 10, N>(digits, p),
+        13 => pack_quads::<true, 4, 9, N>(digits, p),
+        17 | 19 => pack_quads::<false, 3, 8, N>(digits, p),
+        23..=31 => pack_quads::<false, 3, 7, N>(digits, p),
+        37 => pack_quads::<false, 3, 6, N>(digits, p),
+        41..=67 => pack_quads::<false, 2, 6, N>(digits, p),
+        71..=181 => pack_quads::<false, 2, 5, N>(digits, p),
+        191..=MAX_SHORT_MODULUS => pack_quads::<false, 2, 4, N>(digits, p),
         _ => return None,
     })
 }
@@ -565,7 +614,6 @@ fn pack_short_portable(digits: &[u16; MAX_DIGITS], p: u16) -> Option<u128> {
 /// `safe_arch`'s safe wrappers (this crate has no `unsafe`).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod sse2 {
-    use super::MAX_DIGITS;
     use safe_arch::{
         add_i64_m128i, bitand_m128i, get_i64_from_m128i_s, m128i, mul_i16_horizontal_add_m128i,
         mul_widen_u32_odd_m128i, pack_i32_to_i16_m128i, set_splat_i32_m128i, set_splat_i64_m128i, shr_imm_u64_m128i,
@@ -586,15 +634,16 @@ mod sse2 {
     /// exact because the sum is below `2^128`). Multiplications, adds and
     /// shuffles only: constant-time.
     #[inline(always)]
-    pub(super) fn pack_octs(digits: &[u16; MAX_DIGITS], p: u16, oct: &[u128; 3]) -> u128 {
+    pub(super) fn pack_octs<const N: usize>(digits: &[u16; N], p: u16, oct: &[u128; 3]) -> u128 {
         let p = p as u64;
-        let lane = |i: usize| {
-            let mut d = [0i16; 8];
-            for (x, &y) in d.iter_mut().zip(&digits[i..i + 8]) {
-                *x = y as i16;
-            }
-            m128i::from(d)
+        const { assert!(N >= 32) };
+        // The first 32 digits as four 8-lane groups (a plain load, or no
+        // move at all where the digits already sit in registers).
+        let groups: [[u16; 8]; 4] = match digits.as_chunks::<8>().0.first_chunk::<4>() {
+            Some(g) => *g,
+            None => [[0; 8]; 4],
         };
+        let lane = |i: usize| m128i::from(groups[i / 8]);
         let by_p = set_splat_i32_m128i(((p as i32) << 16) | 1);
         let by_p2 = set_splat_i32_m128i(((p * p) as i32) << 16 | 1);
         let pairs = |i: usize| mul_i16_horizontal_add_m128i(lane(i), by_p);

@@ -21,7 +21,7 @@ use crate::block::Block;
 use crate::delta::{Delta, ZeroLabel};
 use crate::error::Error;
 use crate::hash::{FixedKeyHash, HASH_LANES, Tweak};
-use crate::label::{Label, Powers};
+use crate::label::{Label, Powers, SHORT_DIGITS, ShortDigits, oct_powers, short_add, short_pack, short_scaled_sum};
 use crate::material::{MaterialSink, MaterialSource};
 use crate::modulus::{MAX_PROJECTION_INPUT, Modulus};
 use subtle::Choice;
@@ -32,58 +32,92 @@ pub const fn projection_rows(input: Modulus) -> usize {
     input.value() as usize - 1
 }
 
+/// Rows a garbler handles per batch: a CRT prime's gate (m <= 32) in one,
+/// so its hashes run through AES together (1 KiB of stack).
+const ROW_BATCH: usize = 32;
+
 /// Where the row keys' hashes come from.
 pub(crate) enum Keys<'a> {
-    /// Walk the wire's labels from the colour-0 label (`K_{c+1} = K_c + Δ`),
-    /// packing and hashing each. The label is zeroised afterwards.
-    Walk(&'a mut Label, &'a Delta),
+    /// Walk the labels of the wire with this zero label and offset in colour
+    /// order from the colour-0 label (`K_{c+1} = K_c + Δ`), packing and
+    /// hashing each.
+    Walk(&'a ZeroLabel, &'a Delta),
     /// `π(pack(K_c))` for every colour `c`, already computed
     /// ([`key_first_halves`]): only the tweaked half of the hash is left.
     FirstHalf(&'a [Block]),
 }
 
+/// The keys of [`garble_rows`]'s general path: the current label of the
+/// walk and the wire's offset, or the first hash halves. A stack local of
+/// one call (no allocation to box the label into).
+#[allow(clippy::large_enum_variant)]
+enum KeyWalk<'a> {
+    Label(Label, &'a Delta),
+    Hashed(&'a [Block]),
+}
+
 /// Garbles the rows keyed by the `m` labels of a wire (`keys`, in colour
-/// order). `row(c, r0, out)` must write the row-`c` output into `out`, given
-/// `R_0 = from_hash(H(t, K_0))` (the implicit row 0); it is called with
-/// public `c >= 1` only. Writes `R_0` to `r0` (zeroised on error).
+/// order): row `c` encrypts `R_0 + scale(c)·offset` under `K_c`, where
+/// `R_0 = from_hash(H(t, K_0))` is the implicit row 0 (its output needs no
+/// ciphertext). `scale` is called with public `c >= 1` only and may return
+/// secret values (it is only ever multiplied into `offset`). Writes `R_0` to
+/// `r0` (zeroised on error); the output modulus is `offset`'s.
 ///
 /// Labels are 312-byte values, so everything here works in the caller's
-/// storage rather than moving labels in and out.
+/// storage rather than moving labels in and out; short moduli (both sides at
+/// most 32 digits) go through [`garble_rows_short`], which keeps its labels
+/// in registers.
 pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
     hash: &FixedKeyHash,
     tweak: Tweak,
-    mut keys: Keys<'_>,
-    out_modulus: Modulus,
-    mut row_output: impl FnMut(usize, &Label, &mut Label),
+    keys: Keys<'_>,
+    offset: &Label,
+    scale: impl Fn(usize) -> u16,
     sink: &mut S,
     r0: &mut Label,
 ) -> Result<(), Error> {
-    let m = match &keys {
-        Keys::Walk(key, _) => key.modulus().value() as usize,
-        Keys::FirstHalf(first) => first.len(),
+    let out_modulus = offset.modulus();
+    if let Keys::Walk(input, delta_in) = keys {
+        let (a, d) = (input.as_label(), delta_in.as_label());
+        if let (Some(mut k), Some(mut d), Some(mut o)) = (a.short_digits(), d.short_digits(), offset.short_digits()) {
+            // The colour-0 key, A - colour(A)·Δ (constant-time in the colour).
+            let m_in = a.modulus();
+            k = short_scaled_sum(&k, &d, m_in.neg(a.colour()), m_in);
+            let status = garble_rows_short(hash, tweak, (&mut k, &mut d, m_in), (&mut o, out_modulus), scale, sink, r0);
+            k.zeroize();
+            d.zeroize();
+            o.zeroize();
+            return status;
+        }
+    }
+    // The walked key starts at colour 0 (a first-half cache packed its own).
+    let (mut keys, m) = match keys {
+        Keys::Walk(input, delta) => {
+            (KeyWalk::Label(input.colour_zero_key(delta), delta), input.modulus().value() as usize)
+        }
+        Keys::FirstHalf(first) => (KeyWalk::Hashed(first), first.len()),
     };
-    // Only walked keys are packed here (a first-half cache packed its own).
     let key_powers = Powers::new(match &keys {
-        Keys::Walk(key, _) => key.modulus(),
-        Keys::FirstHalf(_) => Modulus::TWO,
+        KeyWalk::Label(key, _) => key.modulus(),
+        KeyWalk::Hashed(_) => Modulus::TWO,
     });
     let out_powers = Powers::new(out_modulus);
-    let mut hashes = [Block::ZERO; HASH_LANES];
-    let mut rows = [Block::ZERO; HASH_LANES];
+    let mut hashes = [Block::ZERO; ROW_BATCH];
+    let mut rows = [Block::ZERO; ROW_BATCH];
     let mut out = Label::zero(out_modulus);
     let mut c = 0;
     let mut status = Ok(());
     while c < m && status.is_ok() {
-        let len = HASH_LANES.min(m - c);
+        let len = ROW_BATCH.min(m - c);
         match &mut keys {
-            Keys::Walk(key, delta_in) => {
+            KeyWalk::Label(key, delta_in) => {
                 for h in hashes[..len].iter_mut() {
                     *h = key.to_block_with(&key_powers);
                     key.add_assign_unchecked(delta_in.as_label());
                 }
                 hash.hash_batch_same_tweak(tweak, &mut hashes[..len]);
             }
-            Keys::FirstHalf(first) => hash.finish_same_tweak(tweak, &first[c..c + len], &mut hashes[..len]),
+            KeyWalk::Hashed(first) => hash.finish_same_tweak(tweak, &first[c..c + len], &mut hashes[..len]),
         }
         let mut written = 0;
         for (i, h) in hashes[..len].iter().enumerate() {
@@ -91,7 +125,7 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
             if row == 0 {
                 r0.set_from_hash(out_modulus, *h);
             } else {
-                row_output(row, r0, &mut out);
+                out.set_scaled_sum(r0, offset, scale(row));
                 rows[written] = out.to_block_with(&out_powers) ^ *h;
                 written += 1;
             }
@@ -100,11 +134,66 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
         c += len;
     }
     // Clear the secrets on every path, the error path included.
-    if let Keys::Walk(key, _) = keys {
+    if let KeyWalk::Label(key, _) = &mut keys {
         key.zeroize();
     }
     out.zeroize();
     hashes.zeroize();
+    if status.is_err() {
+        r0.zeroize();
+    }
+    status
+}
+
+/// [`garble_rows`] for walked keys where the key, its offset and the row
+/// offset all have [`ShortDigits`]: the same rows, computed on digit arrays
+/// that stay in vector registers (key walk, row outputs and packing without
+/// a trip through memory), and each batch's rows written over its hashes.
+/// The caller zeroises the arrays it passed.
+fn garble_rows_short<S: MaterialSink + ?Sized>(
+    hash: &FixedKeyHash,
+    tweak: Tweak,
+    (key, delta_in, key_modulus): (&mut ShortDigits, &mut ShortDigits, Modulus),
+    (offset, out_modulus): (&mut ShortDigits, Modulus),
+    scale: impl Fn(usize) -> u16,
+    sink: &mut S,
+    r0: &mut Label,
+) -> Result<(), Error> {
+    let m = key_modulus.value() as usize;
+    let (pk, po) = (key_modulus.value(), out_modulus.value());
+    let (key_oct, out_oct) = (oct_powers(pk), oct_powers(po));
+    let mut blocks = [Block::ZERO; ROW_BATCH];
+    let mut base: ShortDigits = [0; SHORT_DIGITS];
+    let mut out: ShortDigits = [0; SHORT_DIGITS];
+    let mut c = 0;
+    let mut status = Ok(());
+    while c < m && status.is_ok() {
+        let len = ROW_BATCH.min(m - c);
+        for b in blocks[..len].iter_mut() {
+            *b = short_pack(key, pk, &key_oct);
+            short_add(key, delta_in, pk);
+        }
+        hash.hash_batch_same_tweak(tweak, &mut blocks[..len]);
+        // Row i's ciphertext goes to blocks[written], written <= i: every
+        // hash is read before its slot is overwritten.
+        let mut written = 0;
+        for i in 0..len {
+            let h = blocks[i];
+            if c + i == 0 {
+                r0.set_from_hash(out_modulus, h);
+                base = r0.short_digits().unwrap_or(base);
+                continue;
+            }
+            out = short_scaled_sum(&base, offset, out_modulus.reduce(scale(c + i) as u32), out_modulus);
+            blocks[written] = short_pack(&out, po, &out_oct) ^ h;
+            written += 1;
+        }
+        status = sink.put_rows(&blocks[..written]);
+        c += len;
+    }
+    base.zeroize();
+    out.zeroize();
+    blocks.zeroize();
     if status.is_err() {
         r0.zeroize();
     }
@@ -276,8 +365,7 @@ pub(crate) fn garble_into<S: MaterialSink + ?Sized>(
     if m_in.value() > MAX_PROJECTION_INPUT {
         return Err(Error::ProjectionInputTooLarge(m_in.value()));
     }
-    let mut key = input.colour_zero_key(delta_in);
-    let keys = Keys::Walk(&mut key, delta_in);
+    let keys = Keys::Walk(input, delta_in);
     let out = out.as_label_mut();
     // Small tables (the common case: CRT primes, carries) use small stack
     // buffers; the choice depends only on the public modulus.
@@ -334,15 +422,7 @@ fn garble_table<const CAP: usize, S: MaterialSink + ?Sized>(
     scratch[..m].zeroize();
     // rotated[c] = φ(c - a): the output for the label of colour c.
     let first = rotated[0];
-    let status = garble_rows(
-        hash,
-        tweak,
-        keys,
-        n,
-        |c, r0, row| row.set_scaled_sum(r0, delta_out.as_label(), n.sub(rotated[c], first)),
-        sink,
-        out,
-    );
+    let status = garble_rows(hash, tweak, keys, delta_out.as_label(), |c| n.sub(rotated[c], first), sink, out);
     rotated[..m].zeroize();
     status?;
     // C = R_0 - φ(-a)·Δ_n, so that row c holds C + φ(c - a)·Δ_n.
@@ -493,6 +573,36 @@ mod tests {
             for &q in &small {
                 roundtrip(&mut rng, p, q, true);
             }
+        }
+    }
+
+    /// The walked keys of short moduli take the register path
+    /// (`garble_rows_short`), pre-hashed keys the general one: both must write
+    /// the same rows and the same output label, bit for bit.
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
+    #[test]
+    fn register_path_equals_general_path() {
+        let mut rng = ChaCha20Rng::seed_from_u64(14);
+        let hash = FixedKeyHash::new();
+        // Input moduli up to SHARED_KEYS_MAX_INPUT (the first-halves cache's bound).
+        for (p_in, p_out) in [(17u16, 17u16), (19, 181), (61, 23), (59, 191), (31, 251), (17, 13), (13, 17), (47, 3181)]
+        {
+            let (mi, mo) = (Modulus::new(p_in).unwrap(), Modulus::new(p_out).unwrap());
+            let (di, dout) = (Delta::random(mi, &mut rng), Delta::random(mo, &mut rng));
+            let table: [u16; 256] = core::array::from_fn(|_| rng.next_u32() as u16);
+            let phi = |x: u16| table[x as usize];
+            let tweak = Tweak::new(Domain::Projection, rng.next_u64(), 0);
+            let input = ZeroLabel::random(mi, &mut rng);
+            let (mut walked, mut hashed) = ([Block::ZERO; 256], [Block::ZERO; 256]);
+            let a = garble(&hash, tweak, &input, &di, &dout, phi, &mut SliceSink::new(&mut walked)).unwrap();
+            let mut first = [Block::ZERO; SHARED_KEYS_MAX_INPUT];
+            key_first_halves(&hash, &input, &di, &mut first);
+            let mut b = ZeroLabel::new(Label::zero(mo));
+            let m = p_in as usize;
+            let mut sink = SliceSink::new(&mut hashed);
+            garble_with_first_halves(&hash, tweak, &first[..m], &input, &dout, phi, &mut sink, &mut b).unwrap();
+            assert_eq!(walked[..m - 1], hashed[..m - 1], "p_in {p_in} p_out {p_out}");
+            assert_eq!(a.as_label().to_block(), b.as_label().to_block(), "p_in {p_in} p_out {p_out}");
         }
     }
 
