@@ -1,11 +1,14 @@
 //! 128-bit blocks: hash inputs and outputs, ciphertexts, packed labels.
 
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
-use zeroize::Zeroize;
 
 /// 128 bits, little-endian when turned into bytes.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Zeroize)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Block(pub u128);
+
+/// Zero is the cleared block, so `zeroize` is one volatile write, and
+/// slices of blocks clear in bulk (the garbler clears its hash buffers).
+impl zeroize::DefaultIsZeroes for Block {}
 
 impl Block {
     /// The all-zero block.

@@ -309,7 +309,7 @@ impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
                 break;
             }
         }
-        first.zeroize();
+        first[..].zeroize();
         status
     }
 

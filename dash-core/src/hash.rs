@@ -177,25 +177,25 @@ impl BlockCipherEncClosure for SameTweak<'_> {
     fn call<B: BlockCipherEncBackend<BlockSize = U16>>(self, backend: &B) {
         let width = B::ParBlocksSize::USIZE;
         let t = self.tweak;
-        for group in self.blocks.chunks_mut(width) {
-            if group.len() == width {
-                let mut first: ParBlocks<B> = Array::from_fn(|i| group[i].to_bytes().into());
-                backend.encrypt_par_blocks_inplace(&mut first);
-                let mut second: ParBlocks<B> =
-                    Array::from_fn(|i| (u128::from_le_bytes(first[i].into()) ^ t).to_le_bytes().into());
-                backend.encrypt_par_blocks_inplace(&mut second);
-                for ((b, f), s) in group.iter_mut().zip(first.iter()).zip(second.iter()) {
-                    *b = Block(u128::from_le_bytes((*f).into()) ^ u128::from_le_bytes((*s).into()));
-                }
-            } else {
-                for b in group.iter_mut() {
-                    let mut first = b.to_bytes().into();
-                    backend.encrypt_block_inplace(&mut first);
-                    let y = u128::from_le_bytes(first.into());
-                    let mut second = (y ^ t).to_le_bytes().into();
-                    backend.encrypt_block_inplace(&mut second);
-                    *b = Block(y ^ u128::from_le_bytes(second.into()));
-                }
+        // The partial group first: its blocks go through AES one at a time,
+        // a latency-bound chain that the full groups after it overlap.
+        let (tail, full) = self.blocks.split_at_mut(self.blocks.len() % width);
+        for b in tail.iter_mut() {
+            let mut first = b.to_bytes().into();
+            backend.encrypt_block_inplace(&mut first);
+            let y = u128::from_le_bytes(first.into());
+            let mut second = (y ^ t).to_le_bytes().into();
+            backend.encrypt_block_inplace(&mut second);
+            *b = Block(y ^ u128::from_le_bytes(second.into()));
+        }
+        for group in full.chunks_exact_mut(width) {
+            let mut first: ParBlocks<B> = Array::from_fn(|i| group[i].to_bytes().into());
+            backend.encrypt_par_blocks_inplace(&mut first);
+            let mut second: ParBlocks<B> =
+                Array::from_fn(|i| (u128::from_le_bytes(first[i].into()) ^ t).to_le_bytes().into());
+            backend.encrypt_par_blocks_inplace(&mut second);
+            for ((b, f), s) in group.iter_mut().zip(first.iter()).zip(second.iter()) {
+                *b = Block(u128::from_le_bytes((*f).into()) ^ u128::from_le_bytes((*s).into()));
             }
         }
     }

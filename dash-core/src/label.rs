@@ -656,10 +656,11 @@ mod sse2 {
         };
         let (o01, o23) = (octs(q0), octs(q1));
         let o = [o01, unpack_high_i64_m128i(o01, o01), o23, unpack_high_i64_m128i(o23, o23)]
-            .map(|v| get_i64_from_m128i_s(v) as u64 as u128);
-        o[0].wrapping_add(o[1].wrapping_mul(oct[0]))
-            .wrapping_add(o[2].wrapping_mul(oct[1]))
-            .wrapping_add(o[3].wrapping_mul(oct[2]))
+            .map(|v| get_i64_from_m128i_s(v) as u64);
+        let p8 = oct[0] as u64;
+        let low = o[1] as u128 * p8 as u128 + o[0] as u128;
+        let high = o[3] as u128 * p8 as u128 + o[2] as u128;
+        low.wrapping_add(high.wrapping_mul(oct[1]))
     }
 }
 

@@ -84,9 +84,10 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
             let m_in = a.modulus();
             k = short_scaled_sum(&k, &d, m_in.neg(a.colour()), m_in);
             let status = garble_rows_short(hash, tweak, (&mut k, &mut d, m_in), (&mut o, out_modulus), scale, sink, r0);
-            k.zeroize();
-            d.zeroize();
-            o.zeroize();
+            // Slices clear in bulk (an array's `zeroize` writes digit by digit).
+            k[..].zeroize();
+            d[..].zeroize();
+            o[..].zeroize();
             return status;
         }
     }
@@ -138,7 +139,7 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
         key.zeroize();
     }
     out.zeroize();
-    hashes.zeroize();
+    hashes[..].zeroize();
     if status.is_err() {
         r0.zeroize();
     }
@@ -191,9 +192,9 @@ fn garble_rows_short<S: MaterialSink + ?Sized>(
         status = sink.put_rows(&blocks[..written]);
         c += len;
     }
-    base.zeroize();
-    out.zeroize();
-    blocks.zeroize();
+    base[..].zeroize();
+    out[..].zeroize();
+    blocks[..].zeroize();
     if status.is_err() {
         r0.zeroize();
     }
