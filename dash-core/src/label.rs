@@ -649,18 +649,21 @@ mod sse2 {
         let pairs = |i: usize| mul_i16_horizontal_add_m128i(lane(i), by_p);
         let q0 = mul_i16_horizontal_add_m128i(pack_i32_to_i16_m128i(pairs(0), pairs(8)), by_p2);
         let q1 = mul_i16_horizontal_add_m128i(pack_i32_to_i16_m128i(pairs(16), pairs(24)), by_p2);
-        let p4 = p * p * p * p;
-        let (by_p4, low32) = (set_splat_i64_m128i(p4 as i64), set_splat_i64_m128i(0xffff_ffff));
+        // p^4 < 2^31 in every 32-bit lane: pmuludq reads the even ones.
+        let by_p4 = set_splat_i32_m128i((p * p * p * p) as i32);
+        let low32 = set_splat_i64_m128i(0xffff_ffff);
         let octs = |q: m128i| {
             add_i64_m128i(bitand_m128i(q, low32), mul_widen_u32_odd_m128i(shr_imm_u64_m128i::<32>(q), by_p4))
         };
         let (o01, o23) = (octs(q0), octs(q1));
         let o = [o01, unpack_high_i64_m128i(o01, o01), o23, unpack_high_i64_m128i(o23, o23)]
             .map(|v| get_i64_from_m128i_s(v) as u64);
+        // digits 0..16 in 128 bits; digits 16..n (n <= 31, so fewer than 16
+        // of them: below p^15 < 2^64 for p >= 17) in one word.
         let p8 = oct[0] as u64;
         let low = o[1] as u128 * p8 as u128 + o[0] as u128;
-        let high = o[3] as u128 * p8 as u128 + o[2] as u128;
-        low.wrapping_add(high.wrapping_mul(oct[1]))
+        let high = o[3].wrapping_mul(p8).wrapping_add(o[2]);
+        low.wrapping_add((high as u128).wrapping_mul(oct[1]))
     }
 }
 

@@ -79,6 +79,7 @@ pub mod label;
 pub mod material;
 pub mod modulus;
 pub mod projection;
+mod rotate;
 
 pub use backend::{Backend, CostCounter, PlainWire, Plaintext};
 pub use block::Block;

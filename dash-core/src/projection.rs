@@ -24,7 +24,7 @@ use crate::hash::{FixedKeyHash, HASH_LANES, Tweak};
 use crate::label::{Label, Powers, SHORT_DIGITS, ShortDigits, oct_powers, short_add, short_pack, short_scaled_sum};
 use crate::material::{MaterialSink, MaterialSource};
 use crate::modulus::{MAX_PROJECTION_INPUT, Modulus};
-use subtle::Choice;
+use crate::rotate::rotate_constant_time;
 use zeroize::Zeroize;
 
 /// Ciphertexts a projection with input modulus `m` costs: `m - 1`.
@@ -271,44 +271,6 @@ pub(crate) fn open_row<S: MaterialSource + ?Sized>(
     Ok(())
 }
 
-/// Rotates `table[..m]` right by the secret `amount < m` (`out[c] = in[c - amount]`)
-/// without any secret-dependent branch or index: one conditional rotation
-/// by `2^bit` per bit of `amount`, each a masked select between the table
-/// and its rotation by that public shift.
-///
-/// The steps alternate between `table` and `scratch` (every element is
-/// written from the other buffer, so nothing is copied back between steps);
-/// the result is copied into `table` once at the end if it landed in
-/// `scratch` (the step count is public).
-fn rotate_constant_time(table: &mut [u16], scratch: &mut [u16], amount: u16) {
-    let m = table.len().min(scratch.len());
-    let (mut from, mut to) = (&mut table[..m], &mut scratch[..m]);
-    let mut bit = 0;
-    while (1usize << bit) < m {
-        let shift = (1usize << bit) % m;
-        // All-ones if this bit of the secret amount is set; `Choice` keeps the
-        // compiler from turning the select into a branch.
-        let mask = 0u16.wrapping_sub(Choice::from(((amount >> bit) & 1) as u8).unwrap_u8() as u16);
-        // to[c] = mask ? from[c - shift] : from[c], in two runs split where
-        // c - shift wraps.
-        let (head, tail) = from.split_at(m - shift);
-        let (to_low, to_high) = to.split_at_mut(shift);
-        let (from_low, from_high) = (&from[..shift], &from[shift..]);
-        for ((t, &keep), &moved) in to_low.iter_mut().zip(from_low).zip(tail) {
-            *t = keep ^ ((keep ^ moved) & mask);
-        }
-        for ((t, &keep), &moved) in to_high.iter_mut().zip(from_high).zip(head) {
-            *t = keep ^ ((keep ^ moved) & mask);
-        }
-        core::mem::swap(&mut from, &mut to);
-        bit += 1;
-    }
-    // `from` holds the result; `to` is the other buffer.
-    if bit % 2 == 1 {
-        to.copy_from_slice(from);
-    }
-}
-
 /// Garbles a projection gate `φ: Z_m → Z_n` on the input wire with zero
 /// label `input` and writes its `m - 1` rows to `sink`. Returns the output
 /// wire's zero label.
@@ -524,23 +486,6 @@ mod tests {
     use crate::material::{SliceSink, SliceSource};
     use rand_chacha::ChaCha20Rng;
     use rand_core::{Rng, SeedableRng};
-
-    #[cfg_attr(miri, ignore = "too slow under Miri")]
-    #[test]
-    fn constant_time_rotation_rotates() {
-        for m in [2usize, 3, 5, 17, 97, 251] {
-            let table: [u16; 251] = core::array::from_fn(|i| i as u16 * 3 + 1);
-            for a in 0..m {
-                let mut t = [0u16; 251];
-                t[..m].copy_from_slice(&table[..m]);
-                let mut s = [0u16; 251];
-                rotate_constant_time(&mut t[..m], &mut s[..m], a as u16);
-                for c in 0..m {
-                    assert_eq!(t[c], table[(c + m - a) % m]);
-                }
-            }
-        }
-    }
 
     fn roundtrip(rng: &mut ChaCha20Rng, p_in: u16, p_out: u16, exhaustive: bool) {
         let (mi, mo) = (Modulus::new(p_in).unwrap(), Modulus::new(p_out).unwrap());
