@@ -482,12 +482,17 @@ const fn div_magic(d: u64) -> (u64, u8) {
     (m.wrapping_add(1), floor_log2 as u8)
 }
 
-/// `r mod p` for `r < 2p < 2^15`, by a mask rather than a branch.
+/// `r mod p` for `r < 2p < 2^15`: the unsigned minimum of `r` and `r - p`
+/// (below `r` exactly when it does not wrap). In 16-bit vector lanes that
+/// is a saturating subtraction and a subtraction (`psubusw`, `psubw`), three
+/// instructions where the masked form `r - p + (p & sign)` becomes a
+/// five-instruction select on SSE2; in scalar code a compare and a
+/// conditional move. Either way no branch: `docs/SECURITY.md` §4 says how
+/// the constant-time check holds the compiler to that.
 #[inline(always)]
 pub(crate) const fn reduce_once16(r: u16, p: u16) -> u16 {
     let t = r.wrapping_sub(p);
-    let mask = ((t as i16) >> 15) as u16;
-    t.wrapping_add(p & mask)
+    if t < r { t } else { r }
 }
 
 /// `r mod p` for `r < 2p`, by a mask rather than a branch.

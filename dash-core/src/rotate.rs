@@ -2,6 +2,7 @@
 //! handles the input wire's secret colour as an amount.
 
 use subtle::Choice;
+use zeroize::Zeroize;
 
 /// Rotates `table[..m]` right by the secret `amount < m`
 /// (`out[c] = in[c - amount mod m]`) without any secret-dependent branch or
@@ -16,6 +17,10 @@ use subtle::Choice;
 /// the result is copied into `table` once at the end if it landed in
 /// `scratch` (the step count is public).
 pub(crate) fn rotate_constant_time(table: &mut [u16], scratch: &mut [u16], amount: u16) {
+    if table.len() <= SHORT {
+        rotate_short(table, amount);
+        return;
+    }
     let m = table.len().min(scratch.len());
     let (mut from, mut to) = (&mut table[..m], &mut scratch[..m]);
     let mut bit = 0;
@@ -42,6 +47,57 @@ pub(crate) fn rotate_constant_time(table: &mut [u16], scratch: &mut [u16], amoun
     }
 }
 
+/// Longest table [`rotate_short`] takes.
+const SHORT: usize = 32;
+
+/// [`rotate_constant_time`] for at most [`SHORT`] entries, on fixed-size
+/// arrays: the table laid out twice (`ext[j] = table[j mod m]`, `j < 2m`),
+/// rotating right by `a` is reading from `s = m - a` on
+/// (`out[c] = ext[c + s]`, `1 <= s <= m`), and that shift toward index 0 by
+/// the secret `s` is one masked select per bit of `s` over the whole array
+/// at a compile-time distance: straight vector code, no run-time lengths.
+fn rotate_short(table: &mut [u16], amount: u16) {
+    let m = table.len();
+    // 2m live entries, and room to read 32 past them.
+    let mut ext = [0u16; 3 * SHORT];
+    for (j, &v) in table.iter().enumerate() {
+        ext[j] |= v;
+        ext[j + m] |= v;
+    }
+    let s = (m as u16).wrapping_sub(amount);
+    // The steps a shift of at most m needs (m is public).
+    shift_step::<1>(&mut ext, bit_mask(s, 0));
+    if m >= 2 {
+        shift_step::<2>(&mut ext, bit_mask(s, 1));
+    }
+    if m >= 4 {
+        shift_step::<4>(&mut ext, bit_mask(s, 2));
+    }
+    if m >= 8 {
+        shift_step::<8>(&mut ext, bit_mask(s, 3));
+    }
+    if m >= 16 {
+        shift_step::<16>(&mut ext, bit_mask(s, 4));
+    }
+    if m >= 32 {
+        shift_step::<32>(&mut ext, bit_mask(s, 5));
+    }
+    for (t, &v) in table.iter_mut().zip(&ext) {
+        *t = v;
+    }
+    ext[..].zeroize();
+}
+
+/// `ext[j] = mask ? ext[j + K] : ext[j]` for the first `2 * SHORT` entries
+/// (each read comes before the write that could change it: `j + K > j`).
+#[inline(always)]
+fn shift_step<const K: usize>(ext: &mut [u16; 3 * SHORT], mask: u16) {
+    for j in 0..2 * SHORT {
+        let (keep, moved) = (ext[j], ext[j + K]);
+        ext[j] = keep ^ ((keep ^ moved) & mask);
+    }
+}
+
 /// The all-ones mask if bit `bit` of the secret `x` is set, else zero (a
 /// mask, not a branch: `Choice` keeps the compiler from making it one).
 #[inline(always)]
@@ -56,7 +112,7 @@ mod tests {
     #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn constant_time_rotation_rotates() {
-        for m in [2usize, 3, 5, 8, 16, 17, 31, 32, 33, 64, 97, 251] {
+        for m in [2usize, 3, 5, 7, 8, 9, 15, 16, 17, 23, 31, 32, 33, 47, 64, 97, 251] {
             let table: [u16; 251] = core::array::from_fn(|i| i as u16 * 3 + 1);
             for a in 0..m {
                 let mut t = [0u16; 251];
