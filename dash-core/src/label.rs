@@ -832,7 +832,9 @@ mod tests {
     #[test]
     fn block_pair_decodes_like_one_by_one() {
         let mut rng = ChaCha20Rng::seed_from_u64(10);
-        for m in primes() {
+        // Under Miri, one modulus of each packing kind (bits, quads, SSE2,
+        // wide).
+        for m in primes().filter(|m| !cfg!(miri) || [2, 3, 17, 251, 3181].contains(&m.value())) {
             let max = m.max_packed();
             let any = Block((rng.next_u64() as u128) << 64 | rng.next_u64() as u128);
             let label = Label::random(m, &mut rng).to_block();
