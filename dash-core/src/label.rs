@@ -398,15 +398,18 @@ fn zip3(
     }
 }
 
+#[cfg(target_pointer_width = "64")]
 /// Digits of a [`ShortDigits`] value.
 pub(crate) const SHORT_DIGITS: usize = 32;
 
+#[cfg(target_pointer_width = "64")]
 /// The digits of a label of a short modulus with at most 32 digits (every
 /// prime from 17 to [`MAX_SHORT_MODULUS`]), held by value: the garbler's
 /// row loops keep their labels in these (64 bytes, four vector registers)
 /// rather than in 312-byte [`Label`]s. Digits past the modulus's are zero.
 pub(crate) type ShortDigits = [u16; SHORT_DIGITS];
 
+#[cfg(target_pointer_width = "64")]
 impl Label {
     /// The digits as [`ShortDigits`], if the modulus is short enough.
     #[inline(always)]
@@ -417,6 +420,7 @@ impl Label {
     }
 }
 
+#[cfg(target_pointer_width = "64")]
 /// `a += b` digit-wise mod `p` on [`ShortDigits`] (as
 /// [`Label::add_assign_unchecked`]: a mask, never a branch).
 #[inline(always)]
@@ -426,6 +430,7 @@ pub(crate) fn short_add(a: &mut ShortDigits, b: &ShortDigits, p: u16) {
     }
 }
 
+#[cfg(target_pointer_width = "64")]
 /// `base + c·other` digit-wise mod `m` on [`ShortDigits`], `c < m`
 /// (as [`Label::set_scaled_sum`]; constant-time in `c`).
 #[inline(always)]
@@ -437,6 +442,7 @@ pub(crate) fn short_scaled_sum(base: &ShortDigits, other: &ShortDigits, c: u16, 
     out
 }
 
+#[cfg(target_pointer_width = "64")]
 /// The packing of [`ShortDigits`] of modulus `p` (as [`Label::to_block`]),
 /// given `oct = oct_powers(p)`.
 #[inline(always)]

@@ -21,7 +21,9 @@ use crate::block::Block;
 use crate::delta::{Delta, ZeroLabel};
 use crate::error::Error;
 use crate::hash::{FixedKeyHash, HASH_LANES, Tweak};
-use crate::label::{Label, Powers, SHORT_DIGITS, ShortDigits, oct_powers, short_add, short_pack, short_scaled_sum};
+use crate::label::{Label, Powers};
+#[cfg(target_pointer_width = "64")]
+use crate::label::{SHORT_DIGITS, ShortDigits, oct_powers, short_add, short_pack, short_scaled_sum};
 use crate::material::{MaterialSink, MaterialSource};
 use crate::modulus::{MAX_PROJECTION_INPUT, Modulus};
 use crate::rotate::rotate_constant_time;
@@ -64,9 +66,9 @@ enum KeyWalk<'a> {
 /// `r0` (zeroised on error); the output modulus is `offset`'s.
 ///
 /// Labels are 312-byte values, so everything here works in the caller's
-/// storage rather than moving labels in and out; short moduli (both sides at
-/// most 32 digits) go through [`garble_rows_short`], which keeps its labels
-/// in registers.
+/// storage rather than moving labels in and out; on 64-bit targets, short
+/// moduli (both sides at most 32 digits) go through `garble_rows_short`,
+/// which keeps its labels in registers.
 pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
     hash: &FixedKeyHash,
     tweak: Tweak,
@@ -77,6 +79,10 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
     r0: &mut Label,
 ) -> Result<(), Error> {
     let out_modulus = offset.modulus();
+    // The register path wants vector registers to keep its digit arrays in:
+    // 64-bit targets. On 32-bit microcontrollers it would only spill (and
+    // cost the Cortex-M4 garbler 34 KB of flash and 10 KB of stack).
+    #[cfg(target_pointer_width = "64")]
     if let Keys::Walk(input, delta_in) = keys {
         let (a, d) = (input.as_label(), delta_in.as_label());
         if let (Some(mut k), Some(mut d), Some(mut o)) = (a.short_digits(), d.short_digits(), offset.short_digits()) {
@@ -146,6 +152,7 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
     status
 }
 
+#[cfg(target_pointer_width = "64")]
 /// [`garble_rows`] for walked keys where the key, its offset and the row
 /// offset all have [`ShortDigits`]: the same rows, computed on digit arrays
 /// that stay in vector registers (key walk, row outputs and packing without
