@@ -446,7 +446,7 @@ pub(crate) fn short_scaled_sum(base: &ShortDigits, other: &ShortDigits, c: u16, 
 /// The packing of [`ShortDigits`] of modulus `p` (as [`Label::to_block`]),
 /// given `oct = oct_powers(p)`.
 #[inline(always)]
-pub(crate) fn short_pack(digits: &ShortDigits, p: u16, oct: &[u128; 3]) -> Block {
+pub(crate) fn short_pack(digits: &ShortDigits, p: u16, oct: &OctPowers) -> Block {
     // Short digits exist only for p <= MAX_SHORT_MODULUS, which pack_fast
     // always packs.
     Block(pack_fast(digits, p, oct).unwrap_or(0))
@@ -464,17 +464,22 @@ pub(crate) struct Powers {
     modulus: Modulus,
     pow: [u64; MAX_WIDE_CHUNK],
     /// [`oct_powers`] of the modulus.
-    oct: [u128; 3],
+    oct: OctPowers,
 }
 
-/// `[p^8, p^16, p^24]` (wrapping): the weights of the last three 8-digit
-/// groups in the SSE2 packing.
+/// `p^8` and `p^16` (wrapping): what the SSE2 packing multiplies its groups
+/// of eight digits by (exact for the moduli it packs, `p <= 181`).
+#[derive(Clone, Copy)]
+#[cfg_attr(not(all(target_arch = "x86_64", target_feature = "sse2")), allow(dead_code))]
+pub(crate) struct OctPowers {
+    p8: u64,
+    p16: u128,
+}
+
 #[inline(always)]
-pub(crate) const fn oct_powers(p: u16) -> [u128; 3] {
-    let p4 = (p as u64).wrapping_pow(4);
-    let p8 = p4 as u128 * p4 as u128;
-    let p16 = p8.wrapping_mul(p8);
-    [p8, p16, p16.wrapping_mul(p8)]
+pub(crate) const fn oct_powers(p: u16) -> OctPowers {
+    let p8 = (p as u64).wrapping_pow(8);
+    OctPowers { p8, p16: p8 as u128 * p8 as u128 }
 }
 
 impl Powers {
@@ -580,7 +585,7 @@ fn pack_quads<const SMALL: bool, const H: usize, const NQ: usize, const N: usize
 /// Packs with the fastest exact method for the modulus: bits for p = 2,
 /// quads up to 251, `None` above (the caller's chunked dot product).
 #[inline]
-fn pack_fast<const N: usize>(digits: &[u16; N], p: u16, oct: &[u128; 3]) -> Option<u128> {
+fn pack_fast<const N: usize>(digits: &[u16; N], p: u16, oct: &OctPowers) -> Option<u128> {
     // H = the most quads below 2^64 (three chunks of H quads then cover the
     // `floor(128 / log2 p)` digits): p^40 for 3, p^24 for 5, p^20 for 7,
     // p^16 for 11 and 13, p^12 up to 37, p^8 up to 251. NQ = the quads that
@@ -620,6 +625,7 @@ fn pack_short_portable<const N: usize>(digits: &[u16; N], p: u16) -> Option<u128
 /// `safe_arch`'s safe wrappers (this crate has no `unsafe`).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 mod sse2 {
+    use super::OctPowers;
     use safe_arch::{
         add_i64_m128i, bitand_m128i, get_i64_from_m128i_s, m128i, mul_i16_horizontal_add_m128i,
         mul_widen_u32_odd_m128i, pack_i32_to_i16_m128i, set_splat_i32_m128i, set_splat_i64_m128i, shr_imm_u64_m128i,
@@ -640,7 +646,7 @@ mod sse2 {
     /// exact because the sum is below `2^128`). Multiplications, adds and
     /// shuffles only: constant-time.
     #[inline(always)]
-    pub(super) fn pack_octs<const N: usize>(digits: &[u16; N], p: u16, oct: &[u128; 3]) -> u128 {
+    pub(super) fn pack_octs<const N: usize>(digits: &[u16; N], p: u16, oct: &OctPowers) -> u128 {
         let p = p as u64;
         const { assert!(N >= 32) };
         // The first 32 digits as four 8-lane groups (a plain load, or no
@@ -666,10 +672,9 @@ mod sse2 {
             .map(|v| get_i64_from_m128i_s(v) as u64);
         // digits 0..16 in 128 bits; digits 16..n (n <= 31, so fewer than 16
         // of them: below p^15 < 2^64 for p >= 17) in one word.
-        let p8 = oct[0] as u64;
-        let low = o[1] as u128 * p8 as u128 + o[0] as u128;
-        let high = o[3].wrapping_mul(p8).wrapping_add(o[2]);
-        low.wrapping_add((high as u128).wrapping_mul(oct[1]))
+        let low = o[1] as u128 * oct.p8 as u128 + o[0] as u128;
+        let high = o[3].wrapping_mul(oct.p8).wrapping_add(o[2]);
+        low.wrapping_add((high as u128).wrapping_mul(oct.p16))
     }
 }
 
