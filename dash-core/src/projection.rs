@@ -61,8 +61,9 @@ enum KeyWalk<'a> {
 /// Garbles the rows keyed by the `m` labels of a wire (`keys`, in colour
 /// order): row `c` encrypts `R_0 + scale(c)·offset` under `K_c`, where
 /// `R_0 = from_hash(H(t, K_0))` is the implicit row 0 (its output needs no
-/// ciphertext). `scale` is called with public `c >= 1` only and may return
-/// secret values (it is only ever multiplied into `offset`). Writes `R_0` to
+/// ciphertext). `scale` is called with public `c >= 1` only, must return a
+/// value reduced mod the output modulus, and may return secret values (it
+/// is only ever multiplied into `offset`). Writes `R_0` to
 /// `r0` (zeroised on error); the output modulus is `offset`'s.
 ///
 /// Labels are 312-byte values, so everything here works in the caller's
@@ -192,7 +193,10 @@ fn garble_rows_short<S: MaterialSink + ?Sized>(
                 base = r0.short_digits().unwrap_or(base);
                 continue;
             }
-            out = short_scaled_sum(&base, offset, out_modulus.reduce(scale(c + i) as u32), out_modulus);
+            // Scales are reduced (see `garble_rows`).
+            let y = scale(c + i);
+            debug_assert!(y < po);
+            out = short_scaled_sum(&base, offset, y, out_modulus);
             blocks[written] = short_pack(&out, po, &out_oct) ^ h;
             written += 1;
         }
