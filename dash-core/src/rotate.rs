@@ -57,8 +57,24 @@ const SHORT: usize = 32;
 /// the secret `s` is one masked select per bit of `s` over the whole array
 /// at a compile-time distance: straight vector code, no run-time lengths.
 fn rotate_short(table: &mut [u16], amount: u16) {
+    // The steps run over the 2m live entries rounded up to a vector of
+    // eight (the length is public).
+    match (2 * table.len()).div_ceil(8) {
+        0..=2 => rotate_window::<16>(table, amount),
+        3 => rotate_window::<24>(table, amount),
+        4 => rotate_window::<32>(table, amount),
+        5 => rotate_window::<40>(table, amount),
+        6 => rotate_window::<48>(table, amount),
+        7 => rotate_window::<56>(table, amount),
+        _ => rotate_window::<64>(table, amount),
+    }
+}
+
+/// [`rotate_short`] with the steps over the first `L >= 2m` entries.
+#[inline(always)]
+fn rotate_window<const L: usize>(table: &mut [u16], amount: u16) {
     let m = table.len();
-    // 2m live entries, and room to read 32 past them.
+    // 2m live entries, and room to read 32 past the window.
     let mut ext = [0u16; 3 * SHORT];
     for (j, &v) in table.iter().enumerate() {
         ext[j] |= v;
@@ -66,21 +82,21 @@ fn rotate_short(table: &mut [u16], amount: u16) {
     }
     let s = (m as u16).wrapping_sub(amount);
     // The steps a shift of at most m needs (m is public).
-    shift_step::<1>(&mut ext, bit_mask(s, 0));
+    shift_step::<L, 1>(&mut ext, bit_mask(s, 0));
     if m >= 2 {
-        shift_step::<2>(&mut ext, bit_mask(s, 1));
+        shift_step::<L, 2>(&mut ext, bit_mask(s, 1));
     }
     if m >= 4 {
-        shift_step::<4>(&mut ext, bit_mask(s, 2));
+        shift_step::<L, 4>(&mut ext, bit_mask(s, 2));
     }
     if m >= 8 {
-        shift_step::<8>(&mut ext, bit_mask(s, 3));
+        shift_step::<L, 8>(&mut ext, bit_mask(s, 3));
     }
     if m >= 16 {
-        shift_step::<16>(&mut ext, bit_mask(s, 4));
+        shift_step::<L, 16>(&mut ext, bit_mask(s, 4));
     }
     if m >= 32 {
-        shift_step::<32>(&mut ext, bit_mask(s, 5));
+        shift_step::<L, 32>(&mut ext, bit_mask(s, 5));
     }
     for (t, &v) in table.iter_mut().zip(&ext) {
         *t = v;
@@ -88,11 +104,12 @@ fn rotate_short(table: &mut [u16], amount: u16) {
     ext[..].zeroize();
 }
 
-/// `ext[j] = mask ? ext[j + K] : ext[j]` for the first `2 * SHORT` entries
-/// (each read comes before the write that could change it: `j + K > j`).
+/// `ext[j] = mask ? ext[j + K] : ext[j]` for the first `L` entries (each
+/// read comes before the write that could change it: `j + K > j`). Every
+/// final entry `c < m` only ever reads positions below `c + s < 2m <= L`.
 #[inline(always)]
-fn shift_step<const K: usize>(ext: &mut [u16; 3 * SHORT], mask: u16) {
-    for j in 0..2 * SHORT {
+fn shift_step<const L: usize, const K: usize>(ext: &mut [u16; 3 * SHORT], mask: u16) {
+    for j in 0..L {
         let (keep, moved) = (ext[j], ext[j + K]);
         ext[j] = keep ^ ((keep ^ moved) & mask);
     }
@@ -112,7 +129,7 @@ mod tests {
     #[cfg_attr(miri, ignore = "too slow under Miri")]
     #[test]
     fn constant_time_rotation_rotates() {
-        for m in [2usize, 3, 5, 7, 8, 9, 15, 16, 17, 23, 31, 32, 33, 47, 64, 97, 251] {
+        for m in [2usize, 3, 5, 7, 8, 9, 11, 15, 16, 17, 20, 23, 25, 27, 29, 31, 32, 33, 47, 64, 97, 251] {
             let table: [u16; 251] = core::array::from_fn(|i| i as u16 * 3 + 1);
             for a in 0..m {
                 let mut t = [0u16; 251];
