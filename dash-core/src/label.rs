@@ -432,12 +432,20 @@ pub(crate) fn short_add(a: &mut ShortDigits, b: &ShortDigits, p: u16) {
 
 #[cfg(target_pointer_width = "64")]
 /// `base + c·other` digit-wise mod `m` on [`ShortDigits`], `c < m`
-/// (as [`Label::set_scaled_sum`]; constant-time in `c`).
+/// (as [`Label::set_scaled_sum`]; constant-time in `c`); `EXACT` reduces
+/// without a correction step, for `m <= Modulus::MAX_EXACT16` only.
 #[inline(always)]
-pub(crate) fn short_scaled_sum(base: &ShortDigits, other: &ShortDigits, c: u16, m: Modulus) -> ShortDigits {
+pub(crate) fn short_scaled_sum<const EXACT: bool>(
+    base: &ShortDigits,
+    other: &ShortDigits,
+    c: u16,
+    m: Modulus,
+) -> ShortDigits {
     let mut out = [0; SHORT_DIGITS];
     for ((o, &b), &x) in out.iter_mut().zip(base).zip(other) {
-        *o = m.reduce16(x * c + b);
+        // EXACT (the caller's choice, by the public modulus) only for
+        // p <= Modulus::MAX_EXACT16.
+        *o = if EXACT { m.reduce16_exact(x * c + b) } else { m.reduce16(x * c + b) };
     }
     out
 }

@@ -379,6 +379,24 @@ impl Modulus {
         reduce_once16(x.wrapping_sub(q.wrapping_mul(self.p)), self.p)
     }
 
+    /// Largest modulus for which [`Modulus::reduce16_exact`] is exact.
+    pub(crate) const MAX_EXACT16: u16 = 41;
+
+    /// `x mod p` for `x < p^2 + p` (a digit product plus a digit) and
+    /// `p <= MAX_EXACT16`, with no correction step: the rounded-up
+    /// reciprocal `M = floor(2^16/p) + 1` overshoots `2^16/p` by
+    /// `e = (M p - 2^16)/p`, so `floor(x M / 2^16)` is the true quotient as
+    /// long as `x e / 2^16 < 1/p`, i.e. `x (M p - 2^16) < 2^16`; for every
+    /// prime up to 41 and `x < p^2 + p` it holds (41: `1722·23 < 2^16`; the
+    /// test `exact_reduction_below_p_squared` checks every `x`).
+    #[inline(always)]
+    pub(crate) const fn reduce16_exact(self, x: u16) -> u16 {
+        // barrett16 + 1 fits 16 bits for p >= 3, so this is one 16-bit
+        // high multiplication (`pmulhuw` in vector lanes).
+        let q = ((x as u32 * self.barrett16.wrapping_add(1) as u32) >> 16) as u16;
+        x.wrapping_sub(q.wrapping_mul(self.p))
+    }
+
     /// `(n / p, n mod p)` for any `u64`, by multiplication (constant-time).
     #[inline(always)]
     pub const fn div_rem_u64(self, n: u64) -> (u64, u16) {
@@ -689,6 +707,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn exact_reduction_below_p_squared() {
+        for p in (3..=Modulus::MAX_EXACT16).filter(|&p| is_prime(p)) {
+            let m = Modulus::new(p).unwrap();
+            for x in 0..p * p + p {
+                assert_eq!(m.reduce16_exact(x), x % p, "p {p} x {x}");
+            }
+        }
+        // The bound is tight: 43 needs the correction step somewhere.
+        let m = Modulus::new(43).unwrap();
+        assert!((0..43 * 43 + 43).any(|x| m.reduce16_exact(x) != x % 43));
     }
 
     #[test]

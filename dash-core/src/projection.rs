@@ -89,8 +89,30 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
         if let (Some(mut k), Some(mut d), Some(mut o)) = (a.short_digits(), d.short_digits(), offset.short_digits()) {
             // The colour-0 key, A - colour(A)·Δ (constant-time in the colour).
             let m_in = a.modulus();
-            k = short_scaled_sum(&k, &d, m_in.neg(a.colour()), m_in);
-            let status = garble_rows_short(hash, tweak, (&mut k, &mut d, m_in), (&mut o, out_modulus), scale, sink, r0);
+            k = short_scaled_sum::<false>(&k, &d, m_in.neg(a.colour()), m_in);
+            // Small output moduli reduce the row outputs without a
+            // correction step (public choice).
+            let status = if out_modulus.value() <= Modulus::MAX_EXACT16 {
+                garble_rows_short::<S, true>(
+                    hash,
+                    tweak,
+                    (&mut k, &mut d, m_in),
+                    (&mut o, out_modulus),
+                    scale,
+                    sink,
+                    r0,
+                )
+            } else {
+                garble_rows_short::<S, false>(
+                    hash,
+                    tweak,
+                    (&mut k, &mut d, m_in),
+                    (&mut o, out_modulus),
+                    scale,
+                    sink,
+                    r0,
+                )
+            };
             // Slices clear in bulk (an array's `zeroize` writes digit by digit).
             k[..].zeroize();
             d[..].zeroize();
@@ -159,7 +181,7 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
 /// that stay in vector registers (key walk, row outputs and packing without
 /// a trip through memory), and each batch's rows written over its hashes.
 /// The caller zeroises the arrays it passed.
-fn garble_rows_short<S: MaterialSink + ?Sized>(
+fn garble_rows_short<S: MaterialSink + ?Sized, const EXACT: bool>(
     hash: &FixedKeyHash,
     tweak: Tweak,
     (key, delta_in, key_modulus): (&mut ShortDigits, &mut ShortDigits, Modulus),
@@ -196,7 +218,7 @@ fn garble_rows_short<S: MaterialSink + ?Sized>(
             // Scales are reduced (see `garble_rows`).
             let y = scale(c + i);
             debug_assert!(y < po);
-            out = short_scaled_sum(&base, offset, y, out_modulus);
+            out = short_scaled_sum::<EXACT>(&base, offset, y, out_modulus);
             blocks[written] = short_pack(&out, po, &out_oct) ^ h;
             written += 1;
         }
