@@ -380,6 +380,7 @@ impl Modulus {
     }
 
     /// Largest modulus for which [`Modulus::reduce16_exact`] is exact.
+    #[cfg(target_pointer_width = "64")]
     pub(crate) const MAX_EXACT16: u16 = 41;
 
     /// `x mod p` for `x < p^2 + p` (a digit product plus a digit) and
@@ -389,6 +390,7 @@ impl Modulus {
     /// long as `x e / 2^16 < 1/p`, i.e. `x (M p - 2^16) < 2^16`; for every
     /// prime up to 41 and `x < p^2 + p` it holds (41: `1722·23 < 2^16`; the
     /// test `exact_reduction_below_p_squared` checks every `x`).
+    #[cfg(target_pointer_width = "64")]
     #[inline(always)]
     pub(crate) const fn reduce16_exact(self, x: u16) -> u16 {
         // barrett16 + 1 fits 16 bits for p >= 3, so this is one 16-bit
@@ -709,6 +711,7 @@ mod tests {
         }
     }
 
+    #[cfg(target_pointer_width = "64")]
     #[test]
     fn exact_reduction_below_p_squared() {
         for p in (3..=Modulus::MAX_EXACT16).filter(|&p| is_prime(p)) {
