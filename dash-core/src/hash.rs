@@ -135,7 +135,7 @@ impl FixedKeyHash {
 
     /// `H(tweak, blocks[i])` for every `i`, in place (the rows of one gate).
     ///
-    /// Runs inside one backend call ([`SameTweak`]): no per-call dispatch or
+    /// Runs inside one backend call (`SameTweak`): no per-call dispatch or
     /// staging buffers, the AES pipeline's width of blocks at a time.
     pub fn hash_batch_same_tweak(&self, tweak: Tweak, blocks: &mut [Block]) {
         self.aes.encrypt_with_backend(SameTweak { tweak: tweak.0, blocks });
