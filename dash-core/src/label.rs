@@ -398,15 +398,15 @@ fn zip3(
     }
 }
 
-#[cfg(target_pointer_width = "64")]
 /// Digits of a [`ShortDigits`] value.
+#[cfg(target_pointer_width = "64")]
 pub(crate) const SHORT_DIGITS: usize = 32;
 
-#[cfg(target_pointer_width = "64")]
 /// The digits of a label of a short modulus with at most 32 digits (every
 /// prime from 17 to [`MAX_SHORT_MODULUS`]), held by value: the garbler's
 /// row loops keep their labels in these (64 bytes, four vector registers)
 /// rather than in 312-byte [`Label`]s. Digits past the modulus's are zero.
+#[cfg(target_pointer_width = "64")]
 pub(crate) type ShortDigits = [u16; SHORT_DIGITS];
 
 #[cfg(target_pointer_width = "64")]
@@ -420,9 +420,9 @@ impl Label {
     }
 }
 
-#[cfg(target_pointer_width = "64")]
 /// `a += b` digit-wise mod `p` on [`ShortDigits`] (as
 /// [`Label::add_assign_unchecked`]: a mask, never a branch).
+#[cfg(target_pointer_width = "64")]
 #[inline(always)]
 pub(crate) fn short_add(a: &mut ShortDigits, b: &ShortDigits, p: u16) {
     for (x, &y) in a.iter_mut().zip(b) {
@@ -430,10 +430,10 @@ pub(crate) fn short_add(a: &mut ShortDigits, b: &ShortDigits, p: u16) {
     }
 }
 
-#[cfg(target_pointer_width = "64")]
 /// `base + c·other` digit-wise mod `m` on [`ShortDigits`], `c < m`
 /// (as [`Label::set_scaled_sum`]; constant-time in `c`); `EXACT` reduces
 /// without a correction step, for `m <= Modulus::MAX_EXACT16` only.
+#[cfg(target_pointer_width = "64")]
 #[inline(always)]
 pub(crate) fn short_scaled_sum<const EXACT: bool>(
     base: &ShortDigits,
@@ -450,9 +450,9 @@ pub(crate) fn short_scaled_sum<const EXACT: bool>(
     out
 }
 
-#[cfg(target_pointer_width = "64")]
 /// The packing of [`ShortDigits`] of modulus `p` (as [`Label::to_block`]),
 /// given `oct = oct_powers(p)`.
+#[cfg(target_pointer_width = "64")]
 #[inline(always)]
 pub(crate) fn short_pack(digits: &ShortDigits, p: u16, oct: &OctPowers) -> Block {
     // Short digits exist only for p <= MAX_SHORT_MODULUS, which pack_fast
@@ -591,14 +591,11 @@ fn pack_quads<const SMALL: bool, const H: usize, const NQ: usize, const N: usize
 }
 
 /// Packs with the fastest exact method for the modulus: bits for p = 2,
-/// quads up to 251, `None` above (the caller's chunked dot product).
+/// SSE2 lanes for 17..181 on x86-64, quads up to 251, `None` above (the
+/// caller's chunked dot product). `digits` holds at least the live digits
+/// (`N` is 128 for a `Label`, 32 for `ShortDigits`).
 #[inline]
 fn pack_fast<const N: usize>(digits: &[u16; N], p: u16, oct: &OctPowers) -> Option<u128> {
-    // H = the most quads below 2^64 (three chunks of H quads then cover the
-    // `floor(128 / log2 p)` digits): p^40 for 3, p^24 for 5, p^20 for 7,
-    // p^16 for 11 and 13, p^12 up to 37, p^8 up to 251. NQ = the quads that
-    // hold the live digits, `ceil(digits / 4)` (checked for every modulus
-    // by the `quad_counts_cover_the_digits` test).
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     if (sse2::MIN_MODULUS..=sse2::MAX_MODULUS).contains(&p) {
         return Some(sse2::pack_octs(digits, p, oct));
@@ -611,6 +608,11 @@ fn pack_fast<const N: usize>(digits: &[u16; N], p: u16, oct: &OctPowers) -> Opti
 /// (and what the tests hold the SSE2 path to).
 #[inline(always)]
 fn pack_short_portable<const N: usize>(digits: &[u16; N], p: u16) -> Option<u128> {
+    // H = the most quads below 2^64 (three chunks of H quads then cover the
+    // `floor(128 / log2 p)` digits): p^40 for 3, p^24 for 5, p^20 for 7,
+    // p^16 for 11 and 13, p^12 up to 37, p^8 up to 251. NQ = the quads that
+    // hold the live digits, `ceil(digits / 4)` (checked for every modulus
+    // by the `quad_counts_cover_the_digits` test).
     Some(match p {
         2 => pack_bits(digits),
         3 => pack_quads::<true, 10, 20, N>(digits, p),

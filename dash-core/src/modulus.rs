@@ -286,18 +286,23 @@ impl Modulus {
             rest = q;
             self.fraction_digits(g, self.chunk_shift, self.chunk_recip, &mut out[j * c..(j + 1) * c]);
         }
-        // The value is a label iff what is left for the top chunk fits it.
+        self.top_digits(rest, &mut out[(chunks - 1) * c..])
+    }
+
+    /// The top chunk's digits from what is left after the full chunks
+    /// (`out` starts at the top chunk), or `InvalidLabelEncoding` if `rest`
+    /// does not fit it: the value is a label iff it does.
+    #[inline(always)]
+    fn top_digits(self, rest: u128, out: &mut [u16]) -> Result<(), crate::Error> {
         if rest >= self.top_pow as u128 {
             return Err(crate::Error::InvalidLabelEncoding);
         }
-        let lo = (chunks - 1) * c;
-        let top = self.top_len as usize;
-        if top == 1 {
+        match out.get_mut(..self.top_len as usize) {
             // A one-digit top chunk is its digit (rest < p): no division.
-            out[lo] = rest as u16;
-            return Ok(());
+            Some([d]) => *d = rest as u16,
+            Some(digits) => self.fraction_digits(rest as u64, self.top_shift, self.top_recip, digits),
+            None => return Err(crate::Error::InvalidLabelEncoding),
         }
-        self.fraction_digits(rest as u64, self.top_shift, self.top_recip, &mut out[lo..lo + top]);
         Ok(())
     }
 
@@ -320,18 +325,7 @@ impl Modulus {
         let ((qa, ga0), (qb, gb0)) = (self.div_rem_chunk(v[0]), self.div_rem_chunk(v[1]));
         let ((ra, ga1), (rb, gb1)) = (self.div_rem_chunk_narrow(qa), self.div_rem_chunk_narrow(qb));
         self.fraction_digits_quad([ga0, ga1, gb0, gb1], [a0, a1, b0, b1]);
-        let rest = [ra, rb];
-        let valid = rest.map(|r| r < self.top_pow as u128);
-        let top = self.top_len as usize;
-        for (out, (&r, &ok)) in [a_top, b_top].into_iter().zip(rest.iter().zip(&valid)) {
-            match (ok, out.get_mut(..top)) {
-                // A one-digit top chunk is its digit (rest < p): no division.
-                (true, Some([d])) => *d = r as u16,
-                (true, Some(digits)) => self.fraction_digits(r as u64, self.top_shift, self.top_recip, digits),
-                _ => {}
-            }
-        }
-        valid.map(|ok| if ok { Ok(()) } else { Err(crate::Error::InvalidLabelEncoding) })
+        [self.top_digits(ra, a_top), self.top_digits(rb, b_top)]
     }
 
     /// [`Modulus::fraction_digits`] of four full chunks, their steps
@@ -507,7 +501,7 @@ const fn div_magic(d: u64) -> (u64, u8) {
 /// is a saturating subtraction and a subtraction (`psubusw`, `psubw`), three
 /// instructions where the masked form `r - p + (p & sign)` becomes a
 /// five-instruction select on SSE2; in scalar code a compare and a
-/// conditional move. Either way no branch: `docs/SECURITY.md` §4 says how
+/// conditional move. Either way no branch: `docs/SECURITY.md` §9 says how
 /// the constant-time check holds the compiler to that.
 #[inline(always)]
 pub(crate) const fn reduce_once16(r: u16, p: u16) -> u16 {

@@ -70,12 +70,12 @@ enum KeyWalk<'a> {
 /// storage rather than moving labels in and out; on 64-bit targets, short
 /// moduli (both sides at most 32 digits) go through `garble_rows_short`,
 /// which keeps its labels in registers.
-pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
+pub(crate) fn garble_rows<S: MaterialSink + ?Sized, F: Fn(usize) -> u16>(
     hash: &FixedKeyHash,
     tweak: Tweak,
     keys: Keys<'_>,
     offset: &Label,
-    scale: impl Fn(usize) -> u16,
+    scale: F,
     sink: &mut S,
     r0: &mut Label,
 ) -> Result<(), Error> {
@@ -93,25 +93,9 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
             // Small output moduli reduce the row outputs without a
             // correction step (public choice).
             let status = if out_modulus.value() <= Modulus::MAX_EXACT16 {
-                garble_rows_short::<S, true>(
-                    hash,
-                    tweak,
-                    (&mut k, &mut d, m_in),
-                    (&mut o, out_modulus),
-                    scale,
-                    sink,
-                    r0,
-                )
+                garble_rows_short::<S, F, true>(hash, tweak, (&mut k, &d, m_in), (&o, out_modulus), scale, sink, r0)
             } else {
-                garble_rows_short::<S, false>(
-                    hash,
-                    tweak,
-                    (&mut k, &mut d, m_in),
-                    (&mut o, out_modulus),
-                    scale,
-                    sink,
-                    r0,
-                )
+                garble_rows_short::<S, F, false>(hash, tweak, (&mut k, &d, m_in), (&o, out_modulus), scale, sink, r0)
             };
             // Slices clear in bulk (an array's `zeroize` writes digit by digit).
             k[..].zeroize();
@@ -175,18 +159,18 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized>(
     status
 }
 
-#[cfg(target_pointer_width = "64")]
 /// [`garble_rows`] for walked keys where the key, its offset and the row
 /// offset all have [`ShortDigits`]: the same rows, computed on digit arrays
 /// that stay in vector registers (key walk, row outputs and packing without
 /// a trip through memory), and each batch's rows written over its hashes.
 /// The caller zeroises the arrays it passed.
-fn garble_rows_short<S: MaterialSink + ?Sized, const EXACT: bool>(
+#[cfg(target_pointer_width = "64")]
+fn garble_rows_short<S: MaterialSink + ?Sized, F: Fn(usize) -> u16, const EXACT: bool>(
     hash: &FixedKeyHash,
     tweak: Tweak,
-    (key, delta_in, key_modulus): (&mut ShortDigits, &mut ShortDigits, Modulus),
-    (offset, out_modulus): (&mut ShortDigits, Modulus),
-    scale: impl Fn(usize) -> u16,
+    (key, delta_in, key_modulus): (&mut ShortDigits, &ShortDigits, Modulus),
+    (offset, out_modulus): (&ShortDigits, Modulus),
+    scale: F,
     sink: &mut S,
     r0: &mut Label,
 ) -> Result<(), Error> {

@@ -12,10 +12,12 @@ use zeroize::Zeroize;
 /// that public distance. Which positions are read and written, and how many
 /// steps run, depend only on `m`. `scratch` must be as long as `table`.
 ///
-/// The steps alternate between `table` and `scratch` (every element is
-/// written from the other buffer, so nothing is copied back between steps);
-/// the result is copied into `table` once at the end if it landed in
-/// `scratch` (the step count is public).
+/// Tables of at most 32 entries (every CRT prime's) go to `rotate_short`,
+/// which needs no scratch. For longer ones the steps alternate between
+/// `table` and `scratch` (every element is written from the other buffer,
+/// so nothing is copied back between steps); the result is copied into
+/// `table` once at the end if it landed in `scratch` (the step count is
+/// public).
 pub(crate) fn rotate_constant_time(table: &mut [u16], scratch: &mut [u16], amount: u16) {
     if table.len() <= SHORT {
         rotate_short(table, amount);
