@@ -26,7 +26,7 @@ use crate::label::{Label, Powers};
 use crate::label::{SHORT_DIGITS, ShortDigits, oct_powers, short_add, short_pack, short_scaled_sum};
 use crate::material::{MaterialSink, MaterialSource};
 use crate::modulus::{MAX_PROJECTION_INPUT, Modulus};
-use crate::rotate::rotate_constant_time;
+use crate::rotate::{DoubledTable, rotate_constant_time, rotate_doubled};
 use zeroize::Zeroize;
 
 /// Ciphertexts a projection with input modulus `m` costs: `m - 1`.
@@ -211,7 +211,8 @@ fn garble_rows_short<S: MaterialSink + ?Sized, F: Fn(usize) -> u16, const EXACT:
     }
     base[..].zeroize();
     out[..].zeroize();
-    blocks[..].zeroize();
+    // Only the first `m` blocks were ever written (public length).
+    blocks[..m.min(ROW_BATCH)].zeroize();
     if status.is_err() {
         r0.zeroize();
     }
@@ -326,6 +327,88 @@ pub fn garble<S: MaterialSink + ?Sized>(
     Ok(out)
 }
 
+/// Garbles many independent projection gates of one table at once (a
+/// layer's gates): gate `i` has input zero label `inputs[i]` and tweak
+/// `tweaks[i]`; all share the table `φ: Z_m → Z_n` and the offsets. Rows go
+/// to `sink` in gate order, gate `i`'s output zero label to `outputs[i]`:
+/// the same rows and labels as calling [`garble`] once per gate, and what
+/// [`evaluate_batch`] evaluates.
+///
+/// Faster per gate than [`garble`]: the table is reduced once for the
+/// batch, and the output labels are written in place rather than returned
+/// (a label is a 312-byte value). On any error every output is zeroised
+/// and the rows already written must be discarded.
+///
+/// ```
+/// use dash_core::{projection, Block, Delta, FixedKeyHash, Modulus, SliceSink, SliceSource, Tweak, Domain, ZeroLabel};
+/// # use rand_core::SeedableRng;
+/// # let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+/// let m17 = Modulus::new(17)?;
+/// let delta = Delta::random(m17, &mut rng);
+/// let hash = FixedKeyHash::new();
+/// let inputs: Vec<ZeroLabel> = (0..3).map(|_| ZeroLabel::random(m17, &mut rng)).collect();
+/// let tweaks: Vec<Tweak> = (0..3).map(|g| Tweak::new(Domain::Projection, g, 0)).collect();
+/// let double = |x: u16| 2 * x; // reduced mod 17 by the gates
+/// let mut rows = [Block::ZERO; 3 * 16];
+/// let mut outputs: Vec<ZeroLabel> = (0..3).map(|_| ZeroLabel::new(dash_core::Label::zero(m17))).collect();
+/// projection::garble_batch(&hash, &tweaks, &inputs, &delta, &delta, double, &mut SliceSink::new(&mut rows), &mut outputs)?;
+/// // The evaluator holds the labels of 5, 9 and 16 and learns those of 10, 1 and 15.
+/// let labels = [inputs[0].encode(5, &delta)?, inputs[1].encode(9, &delta)?, inputs[2].encode(16, &delta)?];
+/// let mut got = [dash_core::Label::zero(m17), dash_core::Label::zero(m17), dash_core::Label::zero(m17)];
+/// projection::evaluate_batch(&hash, &tweaks, &labels, m17, &mut SliceSource::new(&rows), &mut got)?;
+/// for ((g, out), want) in got.iter().zip(&outputs).zip([10, 1, 15]) {
+///     assert_eq!(g.to_block(), out.encode(want, &delta)?.to_block());
+/// }
+/// # Ok::<(), dash_core::Error>(())
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn garble_batch<S: MaterialSink + ?Sized>(
+    hash: &FixedKeyHash,
+    tweaks: &[Tweak],
+    inputs: &[ZeroLabel],
+    delta_in: &Delta,
+    delta_out: &Delta,
+    table: impl Fn(u16) -> u16,
+    sink: &mut S,
+    outputs: &mut [ZeroLabel],
+) -> Result<(), Error> {
+    if tweaks.len() != inputs.len() || outputs.len() != inputs.len() {
+        return Err(Error::LengthMismatch);
+    }
+    let m_in = delta_in.modulus();
+    if m_in.value() > MAX_PROJECTION_INPUT {
+        return Err(Error::ProjectionInputTooLarge(m_in.value()));
+    }
+    let n = delta_out.modulus();
+    let m = m_in.value() as usize;
+    let mut reduced = [0u16; MAX_PROJECTION_INPUT as usize];
+    for (x, t) in reduced[..m].iter_mut().enumerate() {
+        *t = n.reduce(table(x as u16) as u32);
+    }
+    let reduced = &reduced[..m];
+    // Short tables (every CRT prime's) are laid out for rotation once.
+    let doubled = DoubledTable::new(reduced);
+    let mut status = Ok(());
+    for ((tweak, input), out) in tweaks.iter().zip(inputs).zip(outputs.iter_mut()) {
+        // Each input's modulus is checked by `garble_gate` (public).
+        let function = |x: u16| reduced.get(x as usize).copied().unwrap_or(0);
+        let table = match &doubled {
+            Some(d) => GateTable::Doubled(d),
+            None => GateTable::Function(function),
+        };
+        status = garble_gate(hash, *tweak, input, delta_in, delta_out, table, sink, out);
+        if status.is_err() {
+            break;
+        }
+    }
+    if status.is_err() {
+        for out in outputs.iter_mut() {
+            out.as_label_mut().zeroize();
+        }
+    }
+    status
+}
+
 /// [`garble`] into `out` (the output zero label; zeroised on error).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn garble_into<S: MaterialSink + ?Sized>(
@@ -335,6 +418,30 @@ pub(crate) fn garble_into<S: MaterialSink + ?Sized>(
     delta_in: &Delta,
     delta_out: &Delta,
     table: impl Fn(u16) -> u16,
+    sink: &mut S,
+    out: &mut ZeroLabel,
+) -> Result<(), Error> {
+    garble_gate(hash, tweak, input, delta_in, delta_out, GateTable::Function(table), sink, out)
+}
+
+/// How [`garble_table`] gets a gate's table `φ`.
+enum GateTable<'a, F> {
+    /// As a function, whose values it reduces.
+    Function(F),
+    /// Reduced and laid out twice, once for a whole batch (`m <= 32`).
+    Doubled(&'a DoubledTable),
+}
+
+/// [`garble_into`] with the table as [`GateTable`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn garble_gate<S: MaterialSink + ?Sized, F: Fn(u16) -> u16>(
+    hash: &FixedKeyHash,
+    tweak: Tweak,
+    input: &ZeroLabel,
+    delta_in: &Delta,
+    delta_out: &Delta,
+    table: GateTable<'_, F>,
     sink: &mut S,
     out: &mut ZeroLabel,
 ) -> Result<(), Error> {
@@ -350,9 +457,9 @@ pub(crate) fn garble_into<S: MaterialSink + ?Sized>(
     // Small tables (the common case: CRT primes, carries) use small stack
     // buffers; the choice depends only on the public modulus.
     if m_in.value() <= 64 {
-        garble_table::<64, S>(hash, tweak, keys, input, delta_out, table, sink, out)
+        garble_table::<64, S, F>(hash, tweak, keys, input, delta_out, table, sink, out)
     } else {
-        garble_table::<{ MAX_PROJECTION_INPUT as usize }, S>(hash, tweak, keys, input, delta_out, table, sink, out)
+        garble_table::<{ MAX_PROJECTION_INPUT as usize }, S, F>(hash, tweak, keys, input, delta_out, table, sink, out)
     }
 }
 
@@ -374,20 +481,21 @@ pub(crate) fn garble_with_first_halves<S: MaterialSink + ?Sized>(
         return Err(Error::LengthMismatch);
     }
     let keys = Keys::FirstHalf(first);
-    garble_table::<SHARED_KEYS_MAX_INPUT, S>(hash, tweak, keys, input, delta_out, table, sink, out.as_label_mut())
+    let table = GateTable::Function(table);
+    garble_table::<SHARED_KEYS_MAX_INPUT, S, _>(hash, tweak, keys, input, delta_out, table, sink, out.as_label_mut())
 }
 
 /// The table half of a projection: rotates `φ` by the input's colour and
 /// garbles the rows keyed by `keys`; the output zero label goes to `out`
 /// (zeroised on error).
 #[allow(clippy::too_many_arguments)]
-fn garble_table<const CAP: usize, S: MaterialSink + ?Sized>(
+fn garble_table<const CAP: usize, S: MaterialSink + ?Sized, F: Fn(u16) -> u16>(
     hash: &FixedKeyHash,
     tweak: Tweak,
     keys: Keys<'_>,
     input: &ZeroLabel,
     delta_out: &Delta,
-    table: impl Fn(u16) -> u16,
+    table: GateTable<'_, F>,
     sink: &mut S,
     out: &mut Label,
 ) -> Result<(), Error> {
@@ -395,11 +503,17 @@ fn garble_table<const CAP: usize, S: MaterialSink + ?Sized>(
     let m = input.modulus().value() as usize;
     let mut rotated = [0u16; CAP];
     let mut scratch = [0u16; CAP];
-    for (x, t) in rotated[..m].iter_mut().enumerate() {
-        *t = n.reduce(table(x as u16) as u32);
+    let colour = input.as_label().colour();
+    match table {
+        GateTable::Function(table) => {
+            for (x, t) in rotated[..m].iter_mut().enumerate() {
+                *t = n.reduce(table(x as u16) as u32);
+            }
+            rotate_constant_time(&mut rotated[..m], &mut scratch[..m], colour);
+            scratch[..m].zeroize();
+        }
+        GateTable::Doubled(doubled) => rotate_doubled(doubled, colour, &mut rotated[..m]),
     }
-    rotate_constant_time(&mut rotated[..m], &mut scratch[..m], input.as_label().colour());
-    scratch[..m].zeroize();
     // rotated[c] = φ(c - a): the output for the label of colour c.
     let first = rotated[0];
     let status = garble_rows(hash, tweak, keys, delta_out.as_label(), |c| n.sub(rotated[c], first), sink, out);
@@ -616,6 +730,97 @@ mod tests {
             evaluate_batch(&hash, &tweaks[..3], &inputs, mo, &mut SliceSource::new(&rows), &mut outputs),
             Err(Error::LengthMismatch)
         );
+    }
+
+    /// A batch writes the same rows and output labels as one `garble` call
+    /// per gate, bit for bit: short tables (the doubled table rotated in
+    /// registers) and long ones, every kind of input modulus, and batches
+    /// whose rows span several of `garble_rows`' groups.
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
+    #[test]
+    fn batch_garbling_equals_gate_by_gate() {
+        let mut rng = ChaCha20Rng::seed_from_u64(16);
+        let hash = FixedKeyHash::new();
+        for (p_in, p_out, gates) in [
+            (17u16, 17u16, 9usize),
+            (2, 3, 5),
+            (3, 2, 4),
+            (31, 251, 6),
+            (29, 7, 1),
+            (37, 17, 3),
+            (251, 13, 2),
+            (127, 3181, 2),
+        ] {
+            let (mi, mo) = (Modulus::new(p_in).unwrap(), Modulus::new(p_out).unwrap());
+            let (di, dout) = (Delta::random(mi, &mut rng), Delta::random(mo, &mut rng));
+            let table: [u16; 256] = core::array::from_fn(|_| rng.next_u32() as u16);
+            let phi = |x: u16| table[x as usize];
+            let inputs: [ZeroLabel; 9] = core::array::from_fn(|_| ZeroLabel::random(mi, &mut rng));
+            let tweaks: [Tweak; 9] = core::array::from_fn(|_| Tweak::new(Domain::Projection, rng.next_u64(), 1));
+            let (mut single, mut batch) = ([Block::ZERO; 9 * 250], [Block::ZERO; 9 * 250]);
+            let mut sink = SliceSink::new(&mut single);
+            let expected: [ZeroLabel; 9] = core::array::from_fn(|i| {
+                garble(&hash, tweaks[i], &inputs[i], &di, &dout, phi, &mut sink)
+                    .unwrap_or(ZeroLabel::new(Label::zero(mo)))
+            });
+            let mut outputs: [ZeroLabel; 9] = core::array::from_fn(|_| ZeroLabel::new(Label::zero(mo)));
+            let mut sink = SliceSink::new(&mut batch);
+            let (t, i, o) = (&tweaks[..gates], &inputs[..gates], &mut outputs[..gates]);
+            garble_batch(&hash, t, i, &di, &dout, phi, &mut sink, o).unwrap();
+            let rows = gates * (p_in as usize - 1);
+            assert_eq!(sink.len(), rows);
+            assert_eq!(single[..rows], batch[..rows], "p_in {p_in} p_out {p_out}");
+            for g in 0..gates {
+                assert_eq!(outputs[g].as_label().to_block(), expected[g].as_label().to_block(), "p_in {p_in} gate {g}");
+            }
+            // And the evaluator opens them: every gate at a random input.
+            let labels: [Label; 9] =
+                core::array::from_fn(|g| inputs[g].encode(((g * 7 + 3) % p_in as usize) as u16, &di).unwrap());
+            let mut got: [Label; 9] = core::array::from_fn(|_| Label::zero(mo));
+            let mut src = SliceSource::new(&batch[..rows]);
+            evaluate_batch(&hash, &tweaks[..gates], &labels[..gates], mo, &mut src, &mut got[..gates]).unwrap();
+            for g in 0..gates {
+                let x = ((g * 7 + 3) % p_in as usize) as u16;
+                let want = outputs[g].encode(mo.reduce(phi(x) as u32), &dout).unwrap();
+                assert_eq!(got[g].to_block(), want.to_block(), "p_in {p_in} gate {g}");
+            }
+        }
+    }
+
+    /// A batch that fails part-way (a full sink, a mismatched input, bad
+    /// lengths) reports it and leaves no output label behind.
+    #[test]
+    fn failed_batches_clear_every_output() {
+        let mut rng = ChaCha20Rng::seed_from_u64(17);
+        let hash = FixedKeyHash::new();
+        let m = Modulus::new(17).unwrap();
+        let d = Delta::random(m, &mut rng);
+        let mut inputs: [ZeroLabel; 3] = core::array::from_fn(|_| ZeroLabel::random(m, &mut rng));
+        let tweaks: [Tweak; 3] = core::array::from_fn(|i| Tweak::new(Domain::Projection, i as u64, 0));
+        let mut outputs: [ZeroLabel; 3] = core::array::from_fn(|_| ZeroLabel::new(Label::zero(m)));
+        let cleared = |outputs: &[ZeroLabel]| outputs.iter().all(|o| o.as_label().digits().iter().all(|&d| d == 0));
+        // Room for two gates' rows only.
+        let mut rows = [Block::ZERO; 2 * 16];
+        let status = garble_batch(&hash, &tweaks, &inputs, &d, &d, |x| x, &mut SliceSink::new(&mut rows), &mut outputs);
+        assert_eq!(status, Err(Error::SinkFull));
+        assert!(cleared(&outputs));
+        let mut big = [Block::ZERO; 3 * 16];
+        garble_batch(&hash, &tweaks, &inputs, &d, &d, |x| x, &mut SliceSink::new(&mut big), &mut outputs).unwrap();
+        assert!(!cleared(&outputs));
+        inputs[2] = ZeroLabel::random(Modulus::new(19).unwrap(), &mut rng);
+        let status = garble_batch(&hash, &tweaks, &inputs, &d, &d, |x| x, &mut SliceSink::new(&mut big), &mut outputs);
+        assert!(matches!(status, Err(Error::ModulusMismatch { .. })));
+        assert!(cleared(&outputs));
+        let mut sink = crate::material::CountingSink::default();
+        let status = garble_batch(&hash, &tweaks[..2], &inputs, &d, &d, |x| x, &mut sink, &mut outputs);
+        assert_eq!(status, Err(Error::LengthMismatch));
+        let status = garble_batch(&hash, &tweaks, &inputs, &d, &d, |x| x, &mut sink, &mut outputs[..1]);
+        assert_eq!(status, Err(Error::LengthMismatch));
+        let big_m = Modulus::new(1031).unwrap();
+        let big_d = Delta::random(big_m, &mut rng);
+        let status = garble_batch(&hash, &[], &[], &big_d, &d, |x| x, &mut sink, &mut []);
+        assert_eq!(status, Err(Error::ProjectionInputTooLarge(1031)));
+        assert_eq!(sink.rows, 0);
     }
 
     #[test]

@@ -50,38 +50,131 @@ pub(crate) fn rotate_constant_time(table: &mut [u16], scratch: &mut [u16], amoun
 }
 
 /// Longest table [`rotate_short`] takes.
-const SHORT: usize = 32;
+pub(crate) const SHORT: usize = 32;
 
-/// [`rotate_constant_time`] for at most [`SHORT`] entries, on fixed-size
-/// arrays: the table laid out twice (`ext[j] = table[j mod m]`, `j < 2m`),
-/// rotating right by `a` is reading from `s = m - a` on
-/// (`out[c] = ext[c + s]`, `1 <= s <= m`), and that shift toward index 0 by
-/// the secret `s` is one masked select per bit of `s` over the whole array
-/// at a compile-time distance: straight vector code, no run-time lengths.
-fn rotate_short(table: &mut [u16], amount: u16) {
-    // The steps run over the 2m live entries rounded up to a vector of
-    // eight (the length is public).
-    match (2 * table.len()).div_ceil(8) {
-        0..=2 => rotate_window::<16>(table, amount),
-        3 => rotate_window::<24>(table, amount),
-        4 => rotate_window::<32>(table, amount),
-        5 => rotate_window::<40>(table, amount),
-        6 => rotate_window::<48>(table, amount),
-        7 => rotate_window::<56>(table, amount),
-        _ => rotate_window::<64>(table, amount),
+/// A table of at most [`SHORT`] entries laid out twice
+/// (`ext[j] = table[j mod m]` for `j < 2m`, zeros after, with room to read
+/// past the window), what [`rotate_doubled`] rotates. A batch of gates with
+/// one table builds it once.
+pub(crate) struct DoubledTable {
+    ext: [u16; 3 * SHORT],
+    m: usize,
+}
+
+impl DoubledTable {
+    /// The doubled layout of `table`, if it has at most [`SHORT`] entries.
+    pub(crate) fn new(table: &[u16]) -> Option<DoubledTable> {
+        let m = table.len();
+        if m > SHORT {
+            return None;
+        }
+        let mut ext = [0u16; 3 * SHORT];
+        let (low, high) = ext.split_at_mut(m);
+        low.copy_from_slice(table);
+        high[..m].copy_from_slice(table);
+        Some(DoubledTable { ext, m })
     }
 }
 
-/// [`rotate_short`] with the steps over the first `L >= 2m` entries.
-#[inline(always)]
-fn rotate_window<const L: usize>(table: &mut [u16], amount: u16) {
-    let m = table.len();
-    // 2m live entries, and room to read 32 past the window.
-    let mut ext = [0u16; 3 * SHORT];
-    for (j, &v) in table.iter().enumerate() {
-        ext[j] |= v;
-        ext[j + m] |= v;
+impl Drop for DoubledTable {
+    fn drop(&mut self) {
+        self.ext[..].zeroize();
     }
+}
+
+/// [`rotate_constant_time`] for at most [`SHORT`] entries.
+fn rotate_short(table: &mut [u16], amount: u16) {
+    if let Some(doubled) = DoubledTable::new(table) {
+        rotate_doubled(&doubled, amount, table);
+    }
+}
+
+/// Writes to `out[c]` (`c < min(m, out.len())`) the entry `c` of the
+/// doubled table's `m`-entry table rotated right by the secret
+/// `amount < m`. On the doubled layout, rotating right by `a` is reading
+/// from `s = m - a` on (`out[c] = ext[c + s]`, `1 <= s <= m`), and that
+/// shift toward index 0 by the secret `s` is one masked select per bit of
+/// `s` over the whole window at a compile-time distance: straight vector
+/// code, no run-time lengths.
+pub(crate) fn rotate_doubled(table: &DoubledTable, amount: u16, out: &mut [u16]) {
+    // The steps run over the 2m live entries rounded up to a vector of
+    // eight (the length is public).
+    match (2 * table.m).div_ceil(8) {
+        0..=2 => rotate_window::<16>(table, amount, out),
+        3 => rotate_window::<24>(table, amount, out),
+        4 => rotate_window::<32>(table, amount, out),
+        5 => rotate_window::<40>(table, amount, out),
+        6 => rotate_window::<48>(table, amount, out),
+        7 => rotate_window::<56>(table, amount, out),
+        _ => rotate_window::<64>(table, amount, out),
+    }
+}
+
+/// [`rotate_doubled`] with the steps over the first `L >= 2m` entries, in
+/// SSE2 registers: a shift by `K < 8` entries is two byte shifts and an OR
+/// per vector, by `K >= 8` a vector move. No step reads memory that the one
+/// before it has just written: unaligned reloads of fresh stores stall
+/// store forwarding, which cost the in-memory steps most of their time.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn rotate_window<const L: usize>(table: &DoubledTable, amount: u16, out: &mut [u16]) {
+    use safe_arch::{
+        bitand_m128i, bitor_m128i, bitxor_m128i, byte_shl_imm_u128_m128i, byte_shr_imm_u128_m128i, m128i,
+        set_splat_i16_m128i,
+    };
+    const VECTORS: usize = 3 * SHORT / 8;
+    const { assert!(L.is_multiple_of(8) && L <= 2 * SHORT) };
+    let m = table.m;
+    let groups = table.ext.as_chunks::<8>().0;
+    let mut v: [m128i; VECTORS] = core::array::from_fn(|i| m128i::from(groups.get(i).copied().unwrap_or([0; 8])));
+    let s = (m as u16).wrapping_sub(amount);
+    let select =
+        |keep: m128i, moved: m128i, mask: m128i| bitxor_m128i(keep, bitand_m128i(bitxor_m128i(keep, moved), mask));
+    // Vector i reads vector i + 1 (or further), which is updated after it.
+    let step = |v: &mut [m128i; VECTORS], bit: u32, moved: &dyn Fn(&[m128i; VECTORS], usize) -> m128i| {
+        let mask = set_splat_i16_m128i(bit_mask(s, bit) as i16);
+        for i in 0..L / 8 {
+            v[i] = select(v[i], moved(v, i), mask);
+        }
+    };
+    step(&mut v, 0, &|v, i| bitor_m128i(byte_shr_imm_u128_m128i::<2>(v[i]), byte_shl_imm_u128_m128i::<14>(v[i + 1])));
+    if m >= 2 {
+        step(&mut v, 1, &|v, i| {
+            bitor_m128i(byte_shr_imm_u128_m128i::<4>(v[i]), byte_shl_imm_u128_m128i::<12>(v[i + 1]))
+        });
+    }
+    if m >= 4 {
+        step(&mut v, 2, &|v, i| {
+            bitor_m128i(byte_shr_imm_u128_m128i::<8>(v[i]), byte_shl_imm_u128_m128i::<8>(v[i + 1]))
+        });
+    }
+    if m >= 8 {
+        step(&mut v, 3, &|v, i| v[i + 1]);
+    }
+    if m >= 16 {
+        step(&mut v, 4, &|v, i| v[i + 2]);
+    }
+    if m >= 32 {
+        step(&mut v, 5, &|v, i| v[i + 4]);
+    }
+    let mut rotated = [[0u16; 8]; VECTORS];
+    for (r, x) in rotated.iter_mut().zip(v.iter_mut()) {
+        *r = (*x).into();
+        *x = m128i::default();
+    }
+    for (o, &x) in out.iter_mut().zip(&rotated.as_flattened()[..m]) {
+        *o = x;
+    }
+    rotated.as_flattened_mut().zeroize();
+}
+
+/// [`rotate_doubled`] with the steps over the first `L >= 2m` entries, on
+/// a copy of the doubled table in memory.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline(always)]
+fn rotate_window<const L: usize>(table: &DoubledTable, amount: u16, out: &mut [u16]) {
+    let m = table.m;
+    let mut ext = table.ext;
     let s = (m as u16).wrapping_sub(amount);
     // The steps a shift of at most m needs (m is public).
     shift_step::<L, 1>(&mut ext, bit_mask(s, 0));
@@ -100,8 +193,8 @@ fn rotate_window<const L: usize>(table: &mut [u16], amount: u16) {
     if m >= 32 {
         shift_step::<L, 32>(&mut ext, bit_mask(s, 5));
     }
-    for (t, &v) in table.iter_mut().zip(&ext) {
-        *t = v;
+    for (o, &v) in out.iter_mut().zip(&ext[..m]) {
+        *o = v;
     }
     ext[..].zeroize();
 }
@@ -109,6 +202,7 @@ fn rotate_window<const L: usize>(table: &mut [u16], amount: u16) {
 /// `ext[j] = mask ? ext[j + K] : ext[j]` for the first `L` entries (each
 /// read comes before the write that could change it: `j + K > j`). Every
 /// final entry `c < m` only ever reads positions below `c + s < 2m <= L`.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
 fn shift_step<const L: usize, const K: usize>(ext: &mut [u16; 3 * SHORT], mask: u16) {
     for j in 0..L {

@@ -11,7 +11,8 @@
 //! * encoding of inputs (`GarblerKeys::encode` of a secret residue);
 //! * projection garbling (`Garbler::project` with public tables, and every
 //!   gadget built on it: sign bit, sign activation, exact ReLU, `max2`,
-//!   rescale, Dash's halving, base extension), and multiply-by-bit;
+//!   rescale, Dash's halving, base extension), multiply-by-bit, and batches
+//!   of projections (`projection::garble_batch`, short and long tables);
 //! * the verified decoding of outputs (`GarblerKeys::decode_ct`).
 //!
 //! Data that the protocol makes public is declassified explicitly (marked
@@ -30,7 +31,8 @@ use dash_core::gadgets::compare::max2;
 use dash_core::gadgets::rescale::{Halving, Rescale, Rounding};
 use dash_core::gadgets::sign::{Accuracy, SignGadget};
 use dash_core::{
-    Backend, Block, Bundle, CountingSink, CrtBase, FixedKeyHash, Garbler, GarblerKeys, Modulus, ZeroLabel, crt,
+    Backend, Block, Bundle, CountingSink, CrtBase, Delta, Domain, FixedKeyHash, Garbler, GarblerKeys, Label, Modulus,
+    Tweak, ZeroLabel, crt, projection,
 };
 use rand_core::{Rng, SeedableRng};
 
@@ -206,7 +208,26 @@ fn main() {
     let halved = halving.apply(&mut g, &y).expect("halving");
     let extended = extension.apply(&mut g, &x).expect("base extension");
     let prod = g.mul_bit(&x.wires()[3], &bit).expect("mul_bit");
-    let rows = declassify(g.sink().rows);
+    let mut rows = declassify(g.sink().rows);
+    // A batch of projections of one table (`projection::garble_batch`):
+    // secret input zero labels under a secret offset, a short table (rotated
+    // in registers from one doubled layout) and a long one (per gate).
+    for (p_in, p_out) in [(17u16, 5u16), (37, 17)] {
+        let (m_in, m_out) = (Modulus::new(p_in).expect("prime"), Modulus::new(p_out).expect("prime"));
+        let (d_in, d_out) = (Delta::random(m_in, &mut rng), Delta::random(m_out, &mut rng));
+        secret(d_in.as_label().digits());
+        secret(d_out.as_label().digits());
+        let inputs: Vec<ZeroLabel> = (0..3).map(|_| ZeroLabel::random(m_in, &mut rng)).collect();
+        for z in &inputs {
+            secret(z.as_label().digits());
+        }
+        let tweaks: Vec<Tweak> = (0..3).map(|i| Tweak::new(Domain::Projection, 1 << 40 | i, 0)).collect();
+        let mut outputs: Vec<ZeroLabel> = (0..3).map(|_| ZeroLabel::new(Label::zero(m_out))).collect();
+        let mut sink = CountingSink::default();
+        projection::garble_batch(&hash, &tweaks, &inputs, &d_in, &d_out, |v| v * v + 1, &mut sink, &mut outputs)
+            .expect("batch");
+        rows += declassify(sink.rows);
+    }
 
     // Verified decoding of returned labels: the evaluator's label is
     // public; the comparison with the secret expected label is declassified
