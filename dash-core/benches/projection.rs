@@ -1,10 +1,12 @@
 //! Projection gates `Z_p → Z_p` (table `x ↦ x² + 1`) at p = 3, 17, 97, 251:
 //! garbling and evaluation of a single gate, and of 1024 independent gates
 //! (each with its own input label and tweak, rows streamed from one buffer),
-//! reported per gate; the batched evaluation both as a loop of
-//! `projection::evaluate` (`proj_eval_batch1024`) and through
-//! `projection::evaluate_batch` (`proj_eval_batch_api1024`), which hashes
-//! up to 8 gates per AES pipeline pass.
+//! reported per gate; the batched figures both as a loop of single-gate
+//! calls (`proj_garble_batch1024`, `proj_eval_batch1024`) and through the
+//! batch API: `projection::garble_batch` (`proj_garble_batch_api1024`),
+//! which reduces and lays out the table once and writes the output labels
+//! in place, and `projection::evaluate_batch` (`proj_eval_batch_api1024`),
+//! which hashes up to 8 gates per AES pipeline pass.
 //!
 //! `cargo bench -p dash-core --bench projection`
 
@@ -37,6 +39,7 @@ struct Fixture {
     rows: Vec<Block>,
     scratch: Vec<Block>,
     outputs: Vec<Label>,
+    zero_outputs: Vec<ZeroLabel>,
 }
 
 impl Fixture {
@@ -51,7 +54,8 @@ impl Fixture {
         let rows = vec![Block::ZERO; GATES * (p as usize - 1)];
         let scratch = rows.clone();
         let outputs = vec![Label::zero(m); GATES];
-        let mut f = Fixture { m, delta, hash, inputs, labels, tweaks, rows, scratch, outputs };
+        let zero_outputs = (0..GATES).map(|_| ZeroLabel::new(Label::zero(m))).collect();
+        let mut f = Fixture { m, delta, hash, inputs, labels, tweaks, rows, scratch, outputs, zero_outputs };
         let mut sink = SliceSink::new(&mut f.rows);
         for (z, t) in f.inputs.iter().zip(&f.tweaks) {
             projection::garble(&f.hash, *t, z, &f.delta, &f.delta, table, &mut sink).unwrap();
@@ -84,6 +88,14 @@ impl Fixture {
         for (z, t) in self.inputs.iter().zip(&self.tweaks) {
             black_box(projection::garble(&self.hash, *t, z, &self.delta, &self.delta, table, &mut sink).unwrap());
         }
+    }
+
+    fn garble_batch_api(&mut self) {
+        let mut sink = SliceSink::new(&mut self.scratch);
+        let (h, d) = (&self.hash, &self.delta);
+        projection::garble_batch(h, &self.tweaks, &self.inputs, d, d, table, &mut sink, &mut self.zero_outputs)
+            .unwrap();
+        black_box(&self.zero_outputs);
     }
 
     fn eval_batch_api(&mut self) {
@@ -122,6 +134,13 @@ fn main() {
         group.bench_function(BenchmarkId::from_parameter(f.m.value()), |b| b.iter(|| f.garble_all()));
     }
     group.finish();
+    let mut group = c.benchmark_group("proj_garble_batch_api1024");
+    group.throughput(Throughput::Elements(GATES as u64));
+    group.sample_size(20);
+    for f in fixtures.iter_mut() {
+        group.bench_function(BenchmarkId::from_parameter(f.m.value()), |b| b.iter(|| f.garble_batch_api()));
+    }
+    group.finish();
     let mut group = c.benchmark_group("proj_eval_batch1024");
     group.throughput(Throughput::Elements(GATES as u64));
     group.sample_size(20);
@@ -148,6 +167,10 @@ fn main() {
         figures.push(Figure::new(format!("proj_eval/{p}"), "gate", 1, move || e1.eval_one()));
         let mut gb = Fixture::new(p);
         figures.push(Figure::new(format!("proj_garble_batch1024/{p}"), "gate", GATES as u64, move || gb.garble_all()));
+        let mut ga = Fixture::new(p);
+        figures.push(Figure::new(format!("proj_garble_batch_api1024/{p}"), "gate", GATES as u64, move || {
+            ga.garble_batch_api()
+        }));
         let eb = Fixture::new(p);
         figures.push(Figure::new(format!("proj_eval_batch1024/{p}"), "gate", GATES as u64, move || eb.eval_all()));
         let mut ea = Fixture::new(p);

@@ -35,8 +35,13 @@ pub const fn projection_rows(input: Modulus) -> usize {
 }
 
 /// Rows a garbler handles per batch: a CRT prime's gate (m <= 32) in one,
-/// so its hashes run through AES together (1 KiB of stack).
-const ROW_BATCH: usize = 32;
+/// so its hashes run through AES together.
+pub(crate) const ROW_BATCH: usize = 32;
+
+/// The buffer [`garble_rows`] hashes and builds rows in (512 bytes). Its
+/// owner zeroises it when done: a batch of gates reuses one, so it is
+/// neither filled nor cleared per gate.
+pub(crate) type RowBuffer = [Block; ROW_BATCH];
 
 /// Where the row keys' hashes come from.
 pub(crate) enum Keys<'a> {
@@ -69,7 +74,9 @@ enum KeyWalk<'a> {
 /// Labels are 312-byte values, so everything here works in the caller's
 /// storage rather than moving labels in and out; on 64-bit targets, short
 /// moduli (both sides at most 32 digits) go through `garble_rows_short`,
-/// which keeps its labels in registers.
+/// which keeps its labels in registers. Hashes and rows go through
+/// `buffer`, which holds secrets afterwards: its owner zeroises it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn garble_rows<S: MaterialSink + ?Sized, F: Fn(usize) -> u16>(
     hash: &FixedKeyHash,
     tweak: Tweak,
@@ -78,6 +85,7 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized, F: Fn(usize) -> u16>(
     scale: F,
     sink: &mut S,
     r0: &mut Label,
+    buffer: &mut RowBuffer,
 ) -> Result<(), Error> {
     let out_modulus = offset.modulus();
     // The register path wants vector registers to keep its digit arrays in:
@@ -93,9 +101,27 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized, F: Fn(usize) -> u16>(
             // Small output moduli reduce the row outputs without a
             // correction step (public choice).
             let status = if out_modulus.value() <= Modulus::MAX_EXACT16 {
-                garble_rows_short::<S, F, true>(hash, tweak, (&mut k, &d, m_in), (&o, out_modulus), scale, sink, r0)
+                garble_rows_short::<S, F, true>(
+                    hash,
+                    tweak,
+                    (&mut k, &d, m_in),
+                    (&o, out_modulus),
+                    scale,
+                    sink,
+                    r0,
+                    buffer,
+                )
             } else {
-                garble_rows_short::<S, F, false>(hash, tweak, (&mut k, &d, m_in), (&o, out_modulus), scale, sink, r0)
+                garble_rows_short::<S, F, false>(
+                    hash,
+                    tweak,
+                    (&mut k, &d, m_in),
+                    (&o, out_modulus),
+                    scale,
+                    sink,
+                    r0,
+                    buffer,
+                )
             };
             // Slices clear in bulk (an array's `zeroize` writes digit by digit).
             k[..].zeroize();
@@ -116,7 +142,7 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized, F: Fn(usize) -> u16>(
         KeyWalk::Hashed(_) => Modulus::TWO,
     });
     let out_powers = Powers::new(out_modulus);
-    let mut hashes = [Block::ZERO; ROW_BATCH];
+    let hashes = buffer;
     let mut rows = [Block::ZERO; ROW_BATCH];
     let mut out = Label::zero(out_modulus);
     let mut c = 0;
@@ -152,7 +178,6 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized, F: Fn(usize) -> u16>(
         key.zeroize();
     }
     out.zeroize();
-    hashes[..].zeroize();
     if status.is_err() {
         r0.zeroize();
     }
@@ -163,8 +188,9 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized, F: Fn(usize) -> u16>(
 /// offset all have [`ShortDigits`]: the same rows, computed on digit arrays
 /// that stay in vector registers (key walk, row outputs and packing without
 /// a trip through memory), and each batch's rows written over its hashes.
-/// The caller zeroises the arrays it passed.
+/// The caller zeroises the arrays it passed, `blocks` included.
 #[cfg(target_pointer_width = "64")]
+#[allow(clippy::too_many_arguments)]
 fn garble_rows_short<S: MaterialSink + ?Sized, F: Fn(usize) -> u16, const EXACT: bool>(
     hash: &FixedKeyHash,
     tweak: Tweak,
@@ -173,11 +199,11 @@ fn garble_rows_short<S: MaterialSink + ?Sized, F: Fn(usize) -> u16, const EXACT:
     scale: F,
     sink: &mut S,
     r0: &mut Label,
+    blocks: &mut RowBuffer,
 ) -> Result<(), Error> {
     let m = key_modulus.value() as usize;
     let (pk, po) = (key_modulus.value(), out_modulus.value());
     let (key_oct, out_oct) = (oct_powers(pk), oct_powers(po));
-    let mut blocks = [Block::ZERO; ROW_BATCH];
     let mut base: ShortDigits = [0; SHORT_DIGITS];
     let mut out: ShortDigits = [0; SHORT_DIGITS];
     let mut c = 0;
@@ -211,8 +237,6 @@ fn garble_rows_short<S: MaterialSink + ?Sized, F: Fn(usize) -> u16, const EXACT:
     }
     base[..].zeroize();
     out[..].zeroize();
-    // Only the first `m` blocks were ever written (public length).
-    blocks[..m.min(ROW_BATCH)].zeroize();
     if status.is_err() {
         r0.zeroize();
     }
@@ -388,6 +412,7 @@ pub fn garble_batch<S: MaterialSink + ?Sized>(
     let reduced = &reduced[..m];
     // Short tables (every CRT prime's) are laid out for rotation once.
     let doubled = DoubledTable::new(reduced);
+    let mut buffer = [Block::ZERO; ROW_BATCH];
     let mut status = Ok(());
     for ((tweak, input), out) in tweaks.iter().zip(inputs).zip(outputs.iter_mut()) {
         // Each input's modulus is checked by `garble_gate` (public).
@@ -396,11 +421,12 @@ pub fn garble_batch<S: MaterialSink + ?Sized>(
             Some(d) => GateTable::Doubled(d),
             None => GateTable::Function(function),
         };
-        status = garble_gate(hash, *tweak, input, delta_in, delta_out, table, sink, out);
+        status = garble_gate(hash, *tweak, input, delta_in, delta_out, table, sink, out, &mut buffer);
         if status.is_err() {
             break;
         }
     }
+    buffer[..].zeroize();
     if status.is_err() {
         for out in outputs.iter_mut() {
             out.as_label_mut().zeroize();
@@ -421,7 +447,12 @@ pub(crate) fn garble_into<S: MaterialSink + ?Sized>(
     sink: &mut S,
     out: &mut ZeroLabel,
 ) -> Result<(), Error> {
-    garble_gate(hash, tweak, input, delta_in, delta_out, GateTable::Function(table), sink, out)
+    let mut buffer = [Block::ZERO; ROW_BATCH];
+    let table = GateTable::Function(table);
+    let status = garble_gate(hash, tweak, input, delta_in, delta_out, table, sink, out, &mut buffer);
+    // Only the first `m` blocks are ever written (public length).
+    buffer[..(input.modulus().value() as usize).min(ROW_BATCH)].zeroize();
+    status
 }
 
 /// How [`garble_table`] gets a gate's table `φ`.
@@ -444,6 +475,7 @@ fn garble_gate<S: MaterialSink + ?Sized, F: Fn(u16) -> u16>(
     table: GateTable<'_, F>,
     sink: &mut S,
     out: &mut ZeroLabel,
+    buffer: &mut RowBuffer,
 ) -> Result<(), Error> {
     let m_in = input.modulus();
     if delta_in.modulus() != m_in {
@@ -457,9 +489,10 @@ fn garble_gate<S: MaterialSink + ?Sized, F: Fn(u16) -> u16>(
     // Small tables (the common case: CRT primes, carries) use small stack
     // buffers; the choice depends only on the public modulus.
     if m_in.value() <= 64 {
-        garble_table::<64, S, F>(hash, tweak, keys, input, delta_out, table, sink, out)
+        garble_table::<64, S, F>(hash, tweak, keys, input, delta_out, table, sink, out, buffer)
     } else {
-        garble_table::<{ MAX_PROJECTION_INPUT as usize }, S, F>(hash, tweak, keys, input, delta_out, table, sink, out)
+        let big = garble_table::<{ MAX_PROJECTION_INPUT as usize }, S, F>;
+        big(hash, tweak, keys, input, delta_out, table, sink, out, buffer)
     }
 }
 
@@ -482,7 +515,12 @@ pub(crate) fn garble_with_first_halves<S: MaterialSink + ?Sized>(
     }
     let keys = Keys::FirstHalf(first);
     let table = GateTable::Function(table);
-    garble_table::<SHARED_KEYS_MAX_INPUT, S, _>(hash, tweak, keys, input, delta_out, table, sink, out.as_label_mut())
+    let mut buffer = [Block::ZERO; ROW_BATCH];
+    let out = out.as_label_mut();
+    let status =
+        garble_table::<SHARED_KEYS_MAX_INPUT, S, _>(hash, tweak, keys, input, delta_out, table, sink, out, &mut buffer);
+    buffer[..].zeroize();
+    status
 }
 
 /// The table half of a projection: rotates `φ` by the input's colour and
@@ -498,6 +536,7 @@ fn garble_table<const CAP: usize, S: MaterialSink + ?Sized, F: Fn(u16) -> u16>(
     table: GateTable<'_, F>,
     sink: &mut S,
     out: &mut Label,
+    buffer: &mut RowBuffer,
 ) -> Result<(), Error> {
     let n = delta_out.modulus();
     let m = input.modulus().value() as usize;
@@ -506,17 +545,24 @@ fn garble_table<const CAP: usize, S: MaterialSink + ?Sized, F: Fn(u16) -> u16>(
     let colour = input.as_label().colour();
     match table {
         GateTable::Function(table) => {
-            for (x, t) in rotated[..m].iter_mut().enumerate() {
-                *t = n.reduce(table(x as u16) as u32);
+            let entry = |x: usize| n.reduce(table(x as u16) as u32);
+            // Short tables go straight into the doubled layout.
+            if let Some(doubled) = DoubledTable::from_fn(m, entry) {
+                rotate_doubled(&doubled, colour, &mut rotated[..m]);
+            } else {
+                for (x, t) in rotated[..m].iter_mut().enumerate() {
+                    *t = entry(x);
+                }
+                rotate_constant_time(&mut rotated[..m], &mut scratch[..m], colour);
+                scratch[..m].zeroize();
             }
-            rotate_constant_time(&mut rotated[..m], &mut scratch[..m], colour);
-            scratch[..m].zeroize();
         }
         GateTable::Doubled(doubled) => rotate_doubled(doubled, colour, &mut rotated[..m]),
     }
     // rotated[c] = φ(c - a): the output for the label of colour c.
     let first = rotated[0];
-    let status = garble_rows(hash, tweak, keys, delta_out.as_label(), |c| n.sub(rotated[c], first), sink, out);
+    let scale = |c| n.sub(rotated[c], first);
+    let status = garble_rows(hash, tweak, keys, delta_out.as_label(), scale, sink, out, buffer);
     rotated[..m].zeroize();
     status?;
     // C = R_0 - φ(-a)·Δ_n, so that row c holds C + φ(c - a)·Δ_n.

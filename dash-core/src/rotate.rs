@@ -64,14 +64,22 @@ pub(crate) struct DoubledTable {
 impl DoubledTable {
     /// The doubled layout of `table`, if it has at most [`SHORT`] entries.
     pub(crate) fn new(table: &[u16]) -> Option<DoubledTable> {
-        let m = table.len();
+        DoubledTable::from_fn(table.len(), |x| table.get(x).copied().unwrap_or(0))
+    }
+
+    /// The doubled layout of the `m`-entry table `entry(0..m)`, if
+    /// `m <= SHORT`.
+    #[inline(always)]
+    pub(crate) fn from_fn(m: usize, entry: impl Fn(usize) -> u16) -> Option<DoubledTable> {
         if m > SHORT {
             return None;
         }
         let mut ext = [0u16; 3 * SHORT];
         let (low, high) = ext.split_at_mut(m);
-        low.copy_from_slice(table);
-        high[..m].copy_from_slice(table);
+        for (x, (l, h)) in low.iter_mut().zip(high.iter_mut()).enumerate() {
+            let v = entry(x);
+            (*l, *h) = (v, v);
+        }
         Some(DoubledTable { ext, m })
     }
 }
