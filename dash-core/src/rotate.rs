@@ -165,15 +165,15 @@ fn rotate_window<const L: usize>(table: &DoubledTable, amount: u16, out: &mut [u
     if m >= 32 {
         step(&mut v, 5, &|v, i| v[i + 4]);
     }
+    // The first m <= L/2 entries are the result.
     let mut rotated = [[0u16; 8]; VECTORS];
-    for (r, x) in rotated.iter_mut().zip(v.iter_mut()) {
-        *r = (*x).into();
-        *x = m128i::default();
+    for (r, x) in rotated[..L / 16 + 1].iter_mut().zip(v) {
+        *r = x.into();
     }
     for (o, &x) in out.iter_mut().zip(&rotated.as_flattened()[..m]) {
         *o = x;
     }
-    rotated.as_flattened_mut().zeroize();
+    rotated[..L / 16 + 1].as_flattened_mut().zeroize();
 }
 
 /// [`rotate_doubled`] with the steps over the first `L >= 2m` entries, on
