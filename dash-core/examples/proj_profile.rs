@@ -2,9 +2,10 @@
 //! load does not change instruction counts):
 //!
 //! `valgrind --tool=callgrind target/release/examples/proj_profile garble 17`
-//! (`garble` | `eval` | `setup`, then the prime; or `relu-garble` |
+//! (`garble` | `batch` | `eval` | `setup`, then the prime; or `relu-garble` |
 //! `relu-eval` | `relu-setup` for 256 exact ReLUs at k = 7). Subtract the `setup` total
-//! and divide by the 4096 gates.
+//! and divide by the 4096 gates. `garble` calls `projection::garble` per
+//! gate, `batch` garbles the same gates with one `projection::garble_batch`.
 
 use dash_core::projection;
 use dash_core::{Block, Delta, Domain, FixedKeyHash, Label, Modulus, SliceSink, SliceSource, Tweak, ZeroLabel};
@@ -38,6 +39,13 @@ fn main() {
             for (z, t) in inputs.iter().zip(&tweaks) {
                 black_box(projection::garble(&hash, *t, z, &delta, &delta, table, &mut sink).expect("garble"));
             }
+        }
+        "batch" => {
+            let mut sink = SliceSink::new(&mut rows);
+            let mut zeros: Vec<ZeroLabel> = (0..GATES).map(|_| ZeroLabel::new(Label::zero(m))).collect();
+            projection::garble_batch(&hash, &tweaks, &inputs, &delta, &delta, table, &mut sink, &mut zeros)
+                .expect("garble");
+            black_box(&zeros);
         }
         _ => {}
     }

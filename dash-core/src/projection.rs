@@ -594,7 +594,9 @@ pub fn evaluate<S: MaterialSource + ?Sized>(
 ///
 /// The same result as calling [`evaluate`] once per gate, but the hashes of
 /// up to [`HASH_LANES`] gates run through AES together, which is where
-/// evaluation speed comes from (label tensors evaluate layers this way).
+/// evaluation speed comes from (for a layer's independent gates, say; the
+/// host engine evaluates its layers element by element instead, each element
+/// on its own core).
 pub fn evaluate_batch<S: MaterialSource + ?Sized>(
     hash: &FixedKeyHash,
     tweaks: &[Tweak],
