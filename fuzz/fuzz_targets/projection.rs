@@ -4,14 +4,17 @@
 //! backends and again with `projection::evaluate_batch`, and decoded; every
 //! result equals the table (the `Plaintext` backend), the row count equals
 //! `projection_rows` and the cost counter, and a flipped bit in the
-//! material never yields a wrong accepted value.
+//! material never yields a wrong accepted value. The gates that share the
+//! first gate's input modulus are also garbled with the first gate's table
+//! through `projection::garble_batch`: the same rows and output labels as
+//! `projection::garble` gate by gate.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use dash_core::projection::{self, projection_rows};
 use dash_core::{
     Backend, Block, CostCounter, Domain, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Label, MaterialSink, Modulus,
-    PlainWire, Plaintext, SliceSource, Tweak,
+    PlainWire, Plaintext, SliceSource, Tweak, ZeroLabel,
 };
 use libfuzzer_sys::fuzz_target;
 use rand_core::SeedableRng;
@@ -112,6 +115,38 @@ fuzz_target!(|case: Case| {
     let batched = projection::evaluate_batch(&hash, &tweaks, &inputs, mo, &mut SliceSource::new(&rows), &mut batch);
     if batched.is_err() {
         assert!(tampered, "untampered batch failed to evaluate");
+    }
+
+    // One table for a batch of gates: `garble_batch` equals `garble` per gate.
+    let m0 = gates[0].0;
+    let table0 = table_of(gates[0].1);
+    let (d_in, d_out) = (keys.delta(m0).unwrap(), keys.delta(mo).unwrap());
+    let batch_inputs: Vec<_> =
+        zeros.iter().zip(&gates).filter(|(_, (m, _))| *m == m0).map(|(z, _)| z.clone()).collect();
+    let batch_tweaks: Vec<Tweak> =
+        (0..batch_inputs.len() as u64).map(|i| Tweak::new(Domain::Projection, 1000 + i, 0)).collect();
+    let mut per_gate = VecSink(Vec::new());
+    let expected: Vec<_> = batch_inputs
+        .iter()
+        .zip(&batch_tweaks)
+        .map(|(z, t)| projection::garble(&hash, *t, z, d_in, d_out, &table0, &mut per_gate).unwrap())
+        .collect();
+    let mut batched_rows = VecSink(Vec::new());
+    let mut batch_outputs: Vec<_> = batch_inputs.iter().map(|_| ZeroLabel::new(Label::zero(mo))).collect();
+    projection::garble_batch(
+        &hash,
+        &batch_tweaks,
+        &batch_inputs,
+        d_in,
+        d_out,
+        &table0,
+        &mut batched_rows,
+        &mut batch_outputs,
+    )
+    .unwrap();
+    assert_eq!(per_gate.0, batched_rows.0, "garble_batch rows differ from garble");
+    for (a, b) in expected.iter().zip(&batch_outputs) {
+        assert_eq!(a.as_label().to_block(), b.as_label().to_block(), "garble_batch output differs from garble");
     }
 
     for (i, (out0, want)) in outs0.iter().zip(&want).enumerate() {
