@@ -176,11 +176,19 @@ fn rotate_window<const L: usize>(table: &DoubledTable, amount: u16, out: &mut [u
     rotated[..L / 16 + 1].as_flattened_mut().zeroize();
 }
 
-/// [`rotate_doubled`] with the steps over the first `L >= 2m` entries, on
-/// a copy of the doubled table in memory.
+/// [`rotate_doubled`] with the steps over the first `L >= 2m` entries.
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
 fn rotate_window<const L: usize>(table: &DoubledTable, amount: u16, out: &mut [u16]) {
+    rotate_window_in_memory::<L>(table, amount, out);
+}
+
+/// [`rotate_doubled`] with the steps over the first `L >= 2m` entries, on
+/// a copy of the doubled table in memory (where there is no SSE2; compiled
+/// for the tests everywhere, which compare it with the SSE2 version).
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+#[inline(always)]
+fn rotate_window_in_memory<const L: usize>(table: &DoubledTable, amount: u16, out: &mut [u16]) {
     let m = table.m;
     let mut ext = table.ext;
     let s = (m as u16).wrapping_sub(amount);
@@ -210,7 +218,7 @@ fn rotate_window<const L: usize>(table: &DoubledTable, amount: u16, out: &mut [u
 /// `ext[j] = mask ? ext[j + K] : ext[j]` for the first `L` entries (each
 /// read comes before the write that could change it: `j + K > j`). Every
 /// final entry `c < m` only ever reads positions below `c + s < 2m <= L`.
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
 #[inline(always)]
 fn shift_step<const L: usize, const K: usize>(ext: &mut [u16; 3 * SHORT], mask: u16) {
     for j in 0..L {
@@ -245,5 +253,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The in-memory steps (the targets without SSE2, the Cortex-M among
+    /// them) rotate like the formula too, for every short table length and
+    /// amount and every window the dispatch can pick for it.
+    #[cfg_attr(miri, ignore = "too slow under Miri")]
+    #[test]
+    fn in_memory_rotation_rotates() {
+        let table: [u16; SHORT] = core::array::from_fn(|i| i as u16 * 5 + 2);
+        for m in 1..=SHORT {
+            let doubled = DoubledTable::new(&table[..m]).unwrap();
+            for a in 0..m {
+                let mut out = [0u16; SHORT];
+                match (2 * m).div_ceil(8) {
+                    0..=2 => rotate_window_in_memory::<16>(&doubled, a as u16, &mut out[..m]),
+                    3 => rotate_window_in_memory::<24>(&doubled, a as u16, &mut out[..m]),
+                    4 => rotate_window_in_memory::<32>(&doubled, a as u16, &mut out[..m]),
+                    5 => rotate_window_in_memory::<40>(&doubled, a as u16, &mut out[..m]),
+                    6 => rotate_window_in_memory::<48>(&doubled, a as u16, &mut out[..m]),
+                    7 => rotate_window_in_memory::<56>(&doubled, a as u16, &mut out[..m]),
+                    _ => rotate_window_in_memory::<64>(&doubled, a as u16, &mut out[..m]),
+                }
+                let mut fast = [0u16; SHORT];
+                rotate_doubled(&doubled, a as u16, &mut fast[..m]);
+                for c in 0..m {
+                    assert_eq!(out[c], table[(c + m - a) % m], "m {m} a {a}");
+                }
+                assert_eq!(fast, out, "m {m} a {a}");
+            }
+        }
+        assert!(DoubledTable::new(&[0u16; SHORT + 1]).is_none());
     }
 }
