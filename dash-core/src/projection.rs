@@ -100,28 +100,11 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized, F: Fn(usize) -> u16>(
             k = short_scaled_sum::<false>(&k, &d, m_in.neg(a.colour()), m_in);
             // Small output moduli reduce the row outputs without a
             // correction step (public choice).
+            let (keys, offsets, rows) = ((&mut k, &d, m_in), (&o, out_modulus), (sink, r0, buffer));
             let status = if out_modulus.value() <= Modulus::MAX_EXACT16 {
-                garble_rows_short::<S, F, true>(
-                    hash,
-                    tweak,
-                    (&mut k, &d, m_in),
-                    (&o, out_modulus),
-                    scale,
-                    sink,
-                    r0,
-                    buffer,
-                )
+                garble_rows_short::<S, F, true>(hash, tweak, keys, offsets, scale, rows)
             } else {
-                garble_rows_short::<S, F, false>(
-                    hash,
-                    tweak,
-                    (&mut k, &d, m_in),
-                    (&o, out_modulus),
-                    scale,
-                    sink,
-                    r0,
-                    buffer,
-                )
+                garble_rows_short::<S, F, false>(hash, tweak, keys, offsets, scale, rows)
             };
             // Slices clear in bulk (an array's `zeroize` writes digit by digit).
             k[..].zeroize();
@@ -190,16 +173,13 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized, F: Fn(usize) -> u16>(
 /// a trip through memory), and each batch's rows written over its hashes.
 /// The caller zeroises the arrays it passed, `blocks` included.
 #[cfg(target_pointer_width = "64")]
-#[allow(clippy::too_many_arguments)]
 fn garble_rows_short<S: MaterialSink + ?Sized, F: Fn(usize) -> u16, const EXACT: bool>(
     hash: &FixedKeyHash,
     tweak: Tweak,
     (key, delta_in, key_modulus): (&mut ShortDigits, &ShortDigits, Modulus),
     (offset, out_modulus): (&ShortDigits, Modulus),
     scale: F,
-    sink: &mut S,
-    r0: &mut Label,
-    blocks: &mut RowBuffer,
+    (sink, r0, blocks): (&mut S, &mut Label, &mut RowBuffer),
 ) -> Result<(), Error> {
     let m = key_modulus.value() as usize;
     let (pk, po) = (key_modulus.value(), out_modulus.value());
