@@ -113,48 +113,33 @@ impl Fixture {
     }
 }
 
+/// A criterion group: its name, whether an iteration runs `GATES` gates,
+/// and what one iteration does.
+type Group = (&'static str, bool, fn(&mut Fixture));
+
 fn main() {
     let mut fixtures: Vec<Fixture> = PRIMES.iter().map(|&p| Fixture::new(p)).collect();
     let mut c = Criterion::default().configure_from_args();
 
-    let mut group = c.benchmark_group("proj_garble");
-    for f in fixtures.iter_mut() {
-        group.bench_function(BenchmarkId::from_parameter(f.m.value()), |b| b.iter(|| f.garble_one()));
+    let groups: [Group; 6] = [
+        ("proj_garble", false, |f| f.garble_one()),
+        ("proj_eval", false, |f| f.eval_one()),
+        ("proj_garble_batch1024", true, |f| f.garble_all()),
+        ("proj_garble_batch_api1024", true, |f| f.garble_batch_api()),
+        ("proj_eval_batch1024", true, |f| f.eval_all()),
+        ("proj_eval_batch_api1024", true, |f| f.eval_batch_api()),
+    ];
+    for (name, batched, op) in groups {
+        let mut group = c.benchmark_group(name);
+        if batched {
+            group.throughput(Throughput::Elements(GATES as u64));
+            group.sample_size(20);
+        }
+        for f in fixtures.iter_mut() {
+            group.bench_function(BenchmarkId::from_parameter(f.m.value()), |b| b.iter(|| op(f)));
+        }
+        group.finish();
     }
-    group.finish();
-    let mut group = c.benchmark_group("proj_eval");
-    for f in fixtures.iter() {
-        group.bench_function(BenchmarkId::from_parameter(f.m.value()), |b| b.iter(|| f.eval_one()));
-    }
-    group.finish();
-    let mut group = c.benchmark_group("proj_garble_batch1024");
-    group.throughput(Throughput::Elements(GATES as u64));
-    group.sample_size(20);
-    for f in fixtures.iter_mut() {
-        group.bench_function(BenchmarkId::from_parameter(f.m.value()), |b| b.iter(|| f.garble_all()));
-    }
-    group.finish();
-    let mut group = c.benchmark_group("proj_garble_batch_api1024");
-    group.throughput(Throughput::Elements(GATES as u64));
-    group.sample_size(20);
-    for f in fixtures.iter_mut() {
-        group.bench_function(BenchmarkId::from_parameter(f.m.value()), |b| b.iter(|| f.garble_batch_api()));
-    }
-    group.finish();
-    let mut group = c.benchmark_group("proj_eval_batch1024");
-    group.throughput(Throughput::Elements(GATES as u64));
-    group.sample_size(20);
-    for f in fixtures.iter() {
-        group.bench_function(BenchmarkId::from_parameter(f.m.value()), |b| b.iter(|| f.eval_all()));
-    }
-    group.finish();
-    let mut group = c.benchmark_group("proj_eval_batch_api1024");
-    group.throughput(Throughput::Elements(GATES as u64));
-    group.sample_size(20);
-    for f in fixtures.iter_mut() {
-        group.bench_function(BenchmarkId::from_parameter(f.m.value()), |b| b.iter(|| f.eval_batch_api()));
-    }
-    group.finish();
     c.final_summary();
 
     let mut figures = Vec::new();

@@ -6,6 +6,8 @@
 //! `relu-eval` | `relu-setup` for 256 exact ReLUs at k = 7). Subtract the `setup` total
 //! and divide by the 4096 gates. `garble` calls `projection::garble` per
 //! gate, `batch` garbles the same gates with one `projection::garble_batch`.
+//! An optional third argument repeats the garbling that many times, for a
+//! sampling profiler (`perf record -F 20000 ... garble 17 200`).
 
 use dash_core::projection;
 use dash_core::{Block, Delta, Domain, FixedKeyHash, Label, Modulus, SliceSink, SliceSource, Tweak, ZeroLabel};
@@ -22,6 +24,7 @@ fn main() {
         return relu(relu_mode);
     }
     let p: u16 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(17);
+    let rounds: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let m = Modulus::new(p).expect("prime");
     let delta = Delta::random(m, &mut rng);
@@ -35,17 +38,21 @@ fn main() {
     let mut outs = vec![Label::zero(m); GATES];
     match mode {
         "garble" | "eval" => {
-            let mut sink = SliceSink::new(&mut rows);
-            for (z, t) in inputs.iter().zip(&tweaks) {
-                black_box(projection::garble(&hash, *t, z, &delta, &delta, table, &mut sink).expect("garble"));
+            for _ in 0..rounds {
+                let mut sink = SliceSink::new(&mut rows);
+                for (z, t) in inputs.iter().zip(&tweaks) {
+                    black_box(projection::garble(&hash, *t, z, &delta, &delta, table, &mut sink).expect("garble"));
+                }
             }
         }
         "batch" => {
-            let mut sink = SliceSink::new(&mut rows);
             let mut zeros: Vec<ZeroLabel> = (0..GATES).map(|_| ZeroLabel::new(Label::zero(m))).collect();
-            projection::garble_batch(&hash, &tweaks, &inputs, &delta, &delta, table, &mut sink, &mut zeros)
-                .expect("garble");
-            black_box(&zeros);
+            for _ in 0..rounds {
+                let mut sink = SliceSink::new(&mut rows);
+                projection::garble_batch(&hash, &tweaks, &inputs, &delta, &delta, table, &mut sink, &mut zeros)
+                    .expect("garble");
+                black_box(&zeros);
+            }
         }
         _ => {}
     }

@@ -338,8 +338,7 @@ impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
         // γ·B' + T and obtains R_0 + T_0 + (γ - colour(X0))·b·Δ = Z_0 + x·b·Δ.
         let b0 = b_lift.as_label();
         let mut z = ZeroLabel::new(Label::zero(p));
-        let mut buffer = [Block::ZERO; projection::ROW_BATCH];
-        let status = projection::garble_rows(
+        projection::garble_rows(
             self.hash,
             tweak(2),
             projection::Keys::Walk(x, delta_x),
@@ -347,10 +346,8 @@ impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
             |c| p.neg(p.reduce(c as u32)),
             &mut self.sink,
             z.as_label_mut(),
-            &mut buffer,
-        );
-        buffer[..].zeroize();
-        status?;
+            &mut projection::RowBuffer::new(),
+        )?;
         z.as_label_mut().add_assign_unchecked(t.as_label());
         Ok(z)
     }

@@ -36,12 +36,24 @@ pub const fn projection_rows(input: Modulus) -> usize {
 
 /// Rows a garbler handles per batch: a CRT prime's gate (m <= 32) in one,
 /// so its hashes run through AES together.
-pub(crate) const ROW_BATCH: usize = 32;
+const ROW_BATCH: usize = 32;
 
-/// The buffer [`garble_rows`] hashes and builds rows in (512 bytes). Its
-/// owner zeroises it when done: a batch of gates reuses one, so it is
-/// neither filled nor cleared per gate.
-pub(crate) type RowBuffer = [Block; ROW_BATCH];
+/// The buffer [`garble_rows`] hashes and builds rows in (512 bytes). It
+/// holds secrets (key hashes) between uses and is zeroised on drop: a batch
+/// of gates reuses one, so it is neither filled nor cleared per gate.
+pub(crate) struct RowBuffer([Block; ROW_BATCH]);
+
+impl RowBuffer {
+    pub(crate) const fn new() -> RowBuffer {
+        RowBuffer([Block::ZERO; ROW_BATCH])
+    }
+}
+
+impl Drop for RowBuffer {
+    fn drop(&mut self) {
+        self.0[..].zeroize();
+    }
+}
 
 /// Where the row keys' hashes come from.
 pub(crate) enum Keys<'a> {
@@ -75,7 +87,7 @@ enum KeyWalk<'a> {
 /// storage rather than moving labels in and out; on 64-bit targets, short
 /// moduli (both sides at most 32 digits) go through `garble_rows_short`,
 /// which keeps its labels in registers. Hashes and rows go through
-/// `buffer`, which holds secrets afterwards: its owner zeroises it.
+/// `buffer`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn garble_rows<S: MaterialSink + ?Sized, F: Fn(usize) -> u16>(
     hash: &FixedKeyHash,
@@ -125,7 +137,7 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized, F: Fn(usize) -> u16>(
         KeyWalk::Hashed(_) => Modulus::TWO,
     });
     let out_powers = Powers::new(out_modulus);
-    let hashes = buffer;
+    let hashes = &mut buffer.0;
     let mut rows = [Block::ZERO; ROW_BATCH];
     let mut out = Label::zero(out_modulus);
     let mut c = 0;
@@ -171,7 +183,7 @@ pub(crate) fn garble_rows<S: MaterialSink + ?Sized, F: Fn(usize) -> u16>(
 /// offset all have [`ShortDigits`]: the same rows, computed on digit arrays
 /// that stay in vector registers (key walk, row outputs and packing without
 /// a trip through memory), and each batch's rows written over its hashes.
-/// The caller zeroises the arrays it passed, `blocks` included.
+/// The caller zeroises the arrays it passed (the row buffer on drop).
 #[cfg(target_pointer_width = "64")]
 fn garble_rows_short<S: MaterialSink + ?Sized, F: Fn(usize) -> u16, const EXACT: bool>(
     hash: &FixedKeyHash,
@@ -179,7 +191,7 @@ fn garble_rows_short<S: MaterialSink + ?Sized, F: Fn(usize) -> u16, const EXACT:
     (key, delta_in, key_modulus): (&mut ShortDigits, &ShortDigits, Modulus),
     (offset, out_modulus): (&ShortDigits, Modulus),
     scale: F,
-    (sink, r0, blocks): (&mut S, &mut Label, &mut RowBuffer),
+    (sink, r0, RowBuffer(blocks)): (&mut S, &mut Label, &mut RowBuffer),
 ) -> Result<(), Error> {
     let m = key_modulus.value() as usize;
     let (pk, po) = (key_modulus.value(), out_modulus.value());
@@ -392,21 +404,21 @@ pub fn garble_batch<S: MaterialSink + ?Sized>(
     let reduced = &reduced_storage[..m];
     // Short tables (every CRT prime's) are laid out for rotation once.
     let doubled = DoubledTable::new(reduced);
-    let mut buffer = [Block::ZERO; ROW_BATCH];
+    let mut buffer = RowBuffer::new();
     let mut status = Ok(());
     for ((tweak, input), out) in tweaks.iter().zip(inputs).zip(outputs.iter_mut()) {
         // Each input's modulus is checked by `garble_gate` (public).
-        let function = |x: u16| reduced.get(x as usize).copied().unwrap_or(0);
         let table = match &doubled {
             Some(d) => GateTable::Doubled(d),
-            None => GateTable::Function(function),
+            None => GateTable::Reduced(reduced),
         };
-        status = garble_gate(hash, *tweak, input, delta_in, delta_out, table, sink, out, &mut buffer);
+        status =
+            garble_gate::<S, fn(u16) -> u16>(hash, *tweak, input, delta_in, delta_out, table, sink, out, &mut buffer);
         if status.is_err() {
             break;
         }
     }
-    buffer[..].zeroize();
+    drop(buffer);
     // The table may be secret (see the module documentation).
     reduced_storage[..m].zeroize();
     if status.is_err() {
@@ -429,18 +441,16 @@ pub(crate) fn garble_into<S: MaterialSink + ?Sized>(
     sink: &mut S,
     out: &mut ZeroLabel,
 ) -> Result<(), Error> {
-    let mut buffer = [Block::ZERO; ROW_BATCH];
     let table = GateTable::Function(table);
-    let status = garble_gate(hash, tweak, input, delta_in, delta_out, table, sink, out, &mut buffer);
-    // Only the first `m` blocks are ever written (public length).
-    buffer[..(input.modulus().value() as usize).min(ROW_BATCH)].zeroize();
-    status
+    garble_gate(hash, tweak, input, delta_in, delta_out, table, sink, out, &mut RowBuffer::new())
 }
 
 /// How [`garble_table`] gets a gate's table `φ`.
 enum GateTable<'a, F> {
     /// As a function, whose values it reduces.
     Function(F),
+    /// Reduced once for a whole batch (`m > 32`).
+    Reduced(&'a [u16]),
     /// Reduced and laid out twice, once for a whole batch (`m <= 32`).
     Doubled(&'a DoubledTable),
 }
@@ -473,8 +483,9 @@ fn garble_gate<S: MaterialSink + ?Sized, F: Fn(u16) -> u16>(
     if m_in.value() <= 64 {
         garble_table::<64, S, F>(hash, tweak, keys, input, delta_out, table, sink, out, buffer)
     } else {
-        let big = garble_table::<{ MAX_PROJECTION_INPUT as usize }, S, F>;
-        big(hash, tweak, keys, input, delta_out, table, sink, out, buffer)
+        garble_table::<{ MAX_PROJECTION_INPUT as usize }, S, F>(
+            hash, tweak, keys, input, delta_out, table, sink, out, buffer,
+        )
     }
 }
 
@@ -496,13 +507,9 @@ pub(crate) fn garble_with_first_halves<S: MaterialSink + ?Sized>(
         return Err(Error::LengthMismatch);
     }
     let keys = Keys::FirstHalf(first);
-    let table = GateTable::Function(table);
-    let mut buffer = [Block::ZERO; ROW_BATCH];
-    let out = out.as_label_mut();
-    let status =
-        garble_table::<SHARED_KEYS_MAX_INPUT, S, _>(hash, tweak, keys, input, delta_out, table, sink, out, &mut buffer);
-    buffer[..].zeroize();
-    status
+    let (table, out) = (GateTable::Function(table), out.as_label_mut());
+    let buffer = &mut RowBuffer::new();
+    garble_table::<SHARED_KEYS_MAX_INPUT, S, _>(hash, tweak, keys, input, delta_out, table, sink, out, buffer)
 }
 
 /// The table half of a projection: rotates `φ` by the input's colour and
@@ -525,21 +532,27 @@ fn garble_table<const CAP: usize, S: MaterialSink + ?Sized, F: Fn(u16) -> u16>(
     let mut rotated = [0u16; CAP];
     let mut scratch = [0u16; CAP];
     let colour = input.as_label().colour();
-    match table {
-        GateTable::Function(table) => {
-            let entry = |x: usize| n.reduce(table(x as u16) as u32);
-            // Short tables go straight into the doubled layout.
-            if let Some(doubled) = DoubledTable::from_fn(m, entry) {
-                rotate_doubled(&doubled, colour, &mut rotated[..m]);
-            } else {
-                for (x, t) in rotated[..m].iter_mut().enumerate() {
-                    *t = entry(x);
-                }
-                rotate_constant_time(&mut rotated[..m], &mut scratch[..m], colour);
-                scratch[..m].zeroize();
-            }
+    let filled = match table {
+        GateTable::Doubled(doubled) => {
+            rotate_doubled(doubled, colour, &mut rotated[..m]);
+            false
         }
-        GateTable::Doubled(doubled) => rotate_doubled(doubled, colour, &mut rotated[..m]),
+        GateTable::Function(f) => {
+            for (x, t) in rotated[..m].iter_mut().enumerate() {
+                *t = n.reduce(f(x as u16) as u32);
+            }
+            true
+        }
+        GateTable::Reduced(reduced) => {
+            for (t, &v) in rotated[..m].iter_mut().zip(reduced) {
+                *t = v;
+            }
+            true
+        }
+    };
+    if filled {
+        rotate_constant_time(&mut rotated[..m], &mut scratch[..m], colour);
+        scratch[..m].zeroize();
     }
     // rotated[c] = φ(c - a): the output for the label of colour c.
     let first = rotated[0];

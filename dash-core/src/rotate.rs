@@ -64,20 +64,13 @@ pub(crate) struct DoubledTable {
 impl DoubledTable {
     /// The doubled layout of `table`, if it has at most [`SHORT`] entries.
     pub(crate) fn new(table: &[u16]) -> Option<DoubledTable> {
-        DoubledTable::from_fn(table.len(), |x| table.get(x).copied().unwrap_or(0))
-    }
-
-    /// The doubled layout of the `m`-entry table `entry(0..m)`, if
-    /// `m <= SHORT`.
-    #[inline(always)]
-    pub(crate) fn from_fn(m: usize, entry: impl Fn(usize) -> u16) -> Option<DoubledTable> {
+        let m = table.len();
         if m > SHORT {
             return None;
         }
         let mut ext = [0u16; 3 * SHORT];
         let (low, high) = ext.split_at_mut(m);
-        for (x, (l, h)) in low.iter_mut().zip(high.iter_mut()).enumerate() {
-            let v = entry(x);
+        for ((l, h), &v) in low.iter_mut().zip(high.iter_mut()).zip(table) {
             (*l, *h) = (v, v);
         }
         Some(DoubledTable { ext, m })
@@ -105,17 +98,35 @@ fn rotate_short(table: &mut [u16], amount: u16) {
 /// `s` over the whole window at a compile-time distance: straight vector
 /// code, no run-time lengths.
 pub(crate) fn rotate_doubled(table: &DoubledTable, amount: u16, out: &mut [u16]) {
+    rotate_doubled_with::<false>(table, amount, out);
+}
+
+/// [`rotate_doubled`], in memory if `IN_MEMORY` (what targets without SSE2
+/// always do; the tests run both on x86-64).
+#[inline(always)]
+fn rotate_doubled_with<const IN_MEMORY: bool>(table: &DoubledTable, amount: u16, out: &mut [u16]) {
     // The steps run over the 2m live entries rounded up to a vector of
     // eight (the length is public).
     match (2 * table.m).div_ceil(8) {
-        0..=2 => rotate_window::<16>(table, amount, out),
-        3 => rotate_window::<24>(table, amount, out),
-        4 => rotate_window::<32>(table, amount, out),
-        5 => rotate_window::<40>(table, amount, out),
-        6 => rotate_window::<48>(table, amount, out),
-        7 => rotate_window::<56>(table, amount, out),
-        _ => rotate_window::<64>(table, amount, out),
+        0..=2 => rotate_window::<16, IN_MEMORY>(table, amount, out),
+        3 => rotate_window::<24, IN_MEMORY>(table, amount, out),
+        4 => rotate_window::<32, IN_MEMORY>(table, amount, out),
+        5 => rotate_window::<40, IN_MEMORY>(table, amount, out),
+        6 => rotate_window::<48, IN_MEMORY>(table, amount, out),
+        7 => rotate_window::<56, IN_MEMORY>(table, amount, out),
+        _ => rotate_window::<64, IN_MEMORY>(table, amount, out),
     }
+}
+
+/// [`rotate_doubled`] with the steps over the first `L >= 2m` entries: in
+/// SSE2 registers where there are some, unless `IN_MEMORY`.
+#[inline(always)]
+fn rotate_window<const L: usize, const IN_MEMORY: bool>(table: &DoubledTable, amount: u16, out: &mut [u16]) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if !IN_MEMORY {
+        return rotate_window_sse2::<L>(table, amount, out);
+    }
+    rotate_window_in_memory::<L>(table, amount, out);
 }
 
 /// [`rotate_doubled`] with the steps over the first `L >= 2m` entries, in
@@ -125,7 +136,7 @@ pub(crate) fn rotate_doubled(table: &DoubledTable, amount: u16, out: &mut [u16])
 /// store forwarding, which cost the in-memory steps most of their time.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
-fn rotate_window<const L: usize>(table: &DoubledTable, amount: u16, out: &mut [u16]) {
+fn rotate_window_sse2<const L: usize>(table: &DoubledTable, amount: u16, out: &mut [u16]) {
     use safe_arch::{
         bitand_m128i, bitor_m128i, bitxor_m128i, byte_shl_imm_u128_m128i, byte_shr_imm_u128_m128i, m128i,
         set_splat_i16_m128i,
@@ -176,17 +187,8 @@ fn rotate_window<const L: usize>(table: &DoubledTable, amount: u16, out: &mut [u
     rotated[..L / 16 + 1].as_flattened_mut().zeroize();
 }
 
-/// [`rotate_doubled`] with the steps over the first `L >= 2m` entries.
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-#[inline(always)]
-fn rotate_window<const L: usize>(table: &DoubledTable, amount: u16, out: &mut [u16]) {
-    rotate_window_in_memory::<L>(table, amount, out);
-}
-
 /// [`rotate_doubled`] with the steps over the first `L >= 2m` entries, on
-/// a copy of the doubled table in memory (where there is no SSE2; compiled
-/// for the tests everywhere, which compare it with the SSE2 version).
-#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+/// a copy of the doubled table in memory.
 #[inline(always)]
 fn rotate_window_in_memory<const L: usize>(table: &DoubledTable, amount: u16, out: &mut [u16]) {
     let m = table.m;
@@ -218,7 +220,6 @@ fn rotate_window_in_memory<const L: usize>(table: &DoubledTable, amount: u16, ou
 /// `ext[j] = mask ? ext[j + K] : ext[j]` for the first `L` entries (each
 /// read comes before the write that could change it: `j + K > j`). Every
 /// final entry `c < m` only ever reads positions below `c + s < 2m <= L`.
-#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
 #[inline(always)]
 fn shift_step<const L: usize, const K: usize>(ext: &mut [u16; 3 * SHORT], mask: u16) {
     for j in 0..L {
@@ -266,15 +267,7 @@ mod tests {
             let doubled = DoubledTable::new(&table[..m]).unwrap();
             for a in 0..m {
                 let mut out = [0u16; SHORT];
-                match (2 * m).div_ceil(8) {
-                    0..=2 => rotate_window_in_memory::<16>(&doubled, a as u16, &mut out[..m]),
-                    3 => rotate_window_in_memory::<24>(&doubled, a as u16, &mut out[..m]),
-                    4 => rotate_window_in_memory::<32>(&doubled, a as u16, &mut out[..m]),
-                    5 => rotate_window_in_memory::<40>(&doubled, a as u16, &mut out[..m]),
-                    6 => rotate_window_in_memory::<48>(&doubled, a as u16, &mut out[..m]),
-                    7 => rotate_window_in_memory::<56>(&doubled, a as u16, &mut out[..m]),
-                    _ => rotate_window_in_memory::<64>(&doubled, a as u16, &mut out[..m]),
-                }
+                rotate_doubled_with::<true>(&doubled, a as u16, &mut out[..m]);
                 let mut fast = [0u16; SHORT];
                 rotate_doubled(&doubled, a as u16, &mut fast[..m]);
                 for c in 0..m {
