@@ -118,21 +118,39 @@ impl<S: MaterialSource, const N: usize> Backend for Evaluator<'_, S, N> {
     }
 
     fn mul_bit(&mut self, x: &Label, bit: &Label) -> Result<Label, Error> {
-        let p = x.modulus();
-        if bit.modulus().value() != 2 {
-            return Err(Error::NotABit(bit.modulus().value()));
-        }
-        if p.value() > MAX_PROJECTION_INPUT {
-            return Err(Error::ProjectionInputTooLarge(p.value()));
-        }
         let gate = self.gates.next_id()?;
-        let (mut b_lift, mut t, mut z) = (Label::zero(p), Label::zero(p), Label::zero(p));
-        let tweak = |sub| Tweak::new(Domain::MulBit, gate, sub);
-        projection::evaluate_rows_into(self.hash, tweak(0), bit, p, &mut self.source, &mut b_lift)?;
-        projection::evaluate_rows_into(self.hash, tweak(1), bit, p, &mut self.source, &mut t)?;
-        projection::evaluate_rows_into(self.hash, tweak(2), x, p, &mut self.source, &mut z)?;
-        z.add_scaled_unchecked(&b_lift, x.colour());
-        z.add_assign_unchecked(&t);
+        let mut z = Label::zero(x.modulus());
+        evaluate_mul_bit(self.hash, gate, x, bit, &mut self.source, &mut z)?;
         Ok(z)
     }
+}
+
+/// The evaluator's half of the multiply-by-bit gate (see
+/// `garbler::garble_mul_bit`): opens the lifted bit `B'` (sub 0), the
+/// correction `T` (sub 1) and the row keyed by `X` (sub 2), in the order the
+/// garbler wrote their `1 + 1 + (p - 1)` rows, and sets
+/// `z = R + colour(X)·B' + T`.
+pub(crate) fn evaluate_mul_bit<S: MaterialSource + ?Sized>(
+    hash: &FixedKeyHash,
+    gate: u64,
+    x: &Label,
+    bit: &Label,
+    source: &mut S,
+    z: &mut Label,
+) -> Result<(), Error> {
+    let p = x.modulus();
+    if bit.modulus().value() != 2 {
+        return Err(Error::NotABit(bit.modulus().value()));
+    }
+    if p.value() > MAX_PROJECTION_INPUT {
+        return Err(Error::ProjectionInputTooLarge(p.value()));
+    }
+    let (mut b_lift, mut t) = (Label::zero(p), Label::zero(p));
+    let tweak = |sub| Tweak::new(Domain::MulBit, gate, sub);
+    projection::evaluate_rows_into(hash, tweak(0), bit, p, source, &mut b_lift)?;
+    projection::evaluate_rows_into(hash, tweak(1), bit, p, source, &mut t)?;
+    projection::evaluate_rows_into(hash, tweak(2), x, p, source, z)?;
+    z.add_scaled_unchecked(&b_lift, x.colour());
+    z.add_assign_unchecked(&t);
+    Ok(())
 }

@@ -314,41 +314,104 @@ impl<S: MaterialSink, const N: usize> Backend for Garbler<'_, S, N> {
     }
 
     fn mul_bit(&mut self, x: &ZeroLabel, bit: &ZeroLabel) -> Result<ZeroLabel, Error> {
-        let p = x.modulus();
-        if bit.modulus().value() != 2 {
-            return Err(Error::NotABit(bit.modulus().value()));
-        }
-        if p.value() > MAX_PROJECTION_INPUT {
-            return Err(Error::ProjectionInputTooLarge(p.value()));
-        }
-        let delta_x = self.keys.delta(p)?;
+        let delta_x = self.keys.delta(x.modulus())?;
         let delta_b = self.keys.delta(bit.modulus())?;
         let gate = self.gates.next_id()?;
-        let colour_x = x.as_label().colour();
-        // B' carries b mod p; T carries -colour(X0)·b mod p. The second table
-        // is secret; projection garbling is constant-time in table values.
-        let mut b_lift = ZeroLabel::new(Label::zero(p));
-        let tweak = |sub| Tweak::new(Domain::MulBit, gate, sub);
-        projection::garble_into(self.hash, tweak(0), bit, delta_b, delta_x, |b| b, &mut self.sink, &mut b_lift)?;
-        let minus_cx = p.neg(colour_x);
-        let mut t = ZeroLabel::new(Label::zero(p));
-        let table = |b| p.mul(minus_cx, b);
-        projection::garble_into(self.hash, tweak(1), bit, delta_b, delta_x, table, &mut self.sink, &mut t)?;
-        // Rows keyed by X: row γ decrypts to R_0 - γ·B'_0. The evaluator adds
-        // γ·B' + T and obtains R_0 + T_0 + (γ - colour(X0))·b·Δ = Z_0 + x·b·Δ.
-        let b0 = b_lift.as_label();
-        let mut z = ZeroLabel::new(Label::zero(p));
-        projection::garble_rows(
-            self.hash,
-            tweak(2),
-            projection::Keys::Walk(x, delta_x),
-            b0,
-            |c| p.neg(p.reduce(c as u32)),
-            &mut self.sink,
-            z.as_label_mut(),
-            &mut projection::RowBuffer::new(),
-        )?;
-        z.as_label_mut().add_assign_unchecked(t.as_label());
+        let mut z = ZeroLabel::new(Label::zero(x.modulus()));
+        garble_mul_bit(self.hash, gate, x, bit, delta_x, delta_b, &mut self.sink, &mut z)?;
         Ok(z)
     }
+}
+
+/// The garbler's multiply-by-bit gate `x·b mod p` (gate identifier `gate`,
+/// `p + 1` rows to `sink`, the output zero label to `z`): the one schedule
+/// that [`Garbler`] and the lane garbler ([`crate::lanes`]) share.
+///
+/// Two projections of the bit (tweak subs 0 and 1) give `B'` carrying
+/// `b mod p` and `T` carrying `-colour(X_0)·b`; the `p - 1` rows keyed by `X`
+/// (sub 2) decrypt to `R_0 - γ·B'_0`. The evaluator adds `γ·B' + T` and
+/// obtains `R_0 + T_0 + (γ - colour(X_0))·b·Δ = Z_0 + x·b·Δ`. The second
+/// table is secret; projection garbling is constant-time in table values.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn garble_mul_bit<S: MaterialSink + ?Sized>(
+    hash: &FixedKeyHash,
+    gate: u64,
+    x: &ZeroLabel,
+    bit: &ZeroLabel,
+    delta_x: &Delta,
+    delta_b: &Delta,
+    sink: &mut S,
+    z: &mut ZeroLabel,
+) -> Result<(), Error> {
+    garble_mul_bit_in(hash, gate, x, bit, delta_x, delta_b, sink, z, &mut MulBitScratch::new())
+}
+
+/// The temporaries of [`garble_mul_bit`], reusable across the gates of a
+/// batch (secret; cleared on drop).
+pub(crate) struct MulBitScratch {
+    b_lift: ZeroLabel,
+    t: ZeroLabel,
+    buffer: projection::RowBuffer,
+}
+
+impl MulBitScratch {
+    pub(crate) fn new() -> MulBitScratch {
+        MulBitScratch {
+            b_lift: ZeroLabel::new(Label::zero(Modulus::TWO)),
+            t: ZeroLabel::new(Label::zero(Modulus::TWO)),
+            buffer: projection::RowBuffer::new(),
+        }
+    }
+}
+
+/// [`garble_mul_bit`] with its temporaries in `scratch`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn garble_mul_bit_in<S: MaterialSink + ?Sized>(
+    hash: &FixedKeyHash,
+    gate: u64,
+    x: &ZeroLabel,
+    bit: &ZeroLabel,
+    delta_x: &Delta,
+    delta_b: &Delta,
+    sink: &mut S,
+    z: &mut ZeroLabel,
+    scratch: &mut MulBitScratch,
+) -> Result<(), Error> {
+    let p = x.modulus();
+    if bit.modulus().value() != 2 {
+        return Err(Error::NotABit(bit.modulus().value()));
+    }
+    if p.value() > MAX_PROJECTION_INPUT {
+        return Err(Error::ProjectionInputTooLarge(p.value()));
+    }
+    if delta_x.modulus() != p || delta_b.modulus() != bit.modulus() {
+        return Err(Error::ModulusMismatch { left: p.value(), right: delta_x.modulus().value() });
+    }
+    let colour_x = x.as_label().colour();
+    let MulBitScratch { b_lift, t, buffer } = scratch;
+    if b_lift.modulus() != p {
+        *b_lift = ZeroLabel::new(Label::zero(p));
+        *t = ZeroLabel::new(Label::zero(p));
+    }
+    let tweak = |sub| Tweak::new(Domain::MulBit, gate, sub);
+    projection::garble_into_in(hash, tweak(0), bit, delta_b, delta_x, |b| b, sink, b_lift, buffer)?;
+    let minus_cx = p.neg(colour_x);
+    let table = |b| p.mul(minus_cx, b);
+    projection::garble_into_in(hash, tweak(1), bit, delta_b, delta_x, table, sink, t, buffer)?;
+    let status = projection::garble_rows(
+        hash,
+        tweak(2),
+        projection::Keys::Walk(x, delta_x),
+        b_lift.as_label(),
+        |c| p.neg(p.reduce(c as u32)),
+        sink,
+        z.as_label_mut(),
+        buffer,
+    );
+    if status.is_err() {
+        z.as_label_mut().zeroize();
+        return status;
+    }
+    z.as_label_mut().add_assign_unchecked(t.as_label());
+    Ok(())
 }

@@ -338,6 +338,17 @@ impl Label {
         status
     }
 
+    /// Overwrites the label with `digits` (its modulus's `n` digits),
+    /// without checking them: for callers that hold digits of labels they
+    /// built themselves (lane buffers). Constant-time in the digits; a digit
+    /// at or above `p` gives a wrong label, never a panic.
+    #[inline]
+    pub(crate) fn load_digits_unchecked(&mut self, modulus: Modulus, digits: &[u16]) {
+        self.reset(modulus);
+        let n = modulus.digits().min(digits.len());
+        self.digits[..n].copy_from_slice(&digits[..n]);
+    }
+
     /// Makes this storage hold a label of `modulus`, clearing stale digits
     /// only when the modulus changes (the live digits are overwritten).
     #[inline]

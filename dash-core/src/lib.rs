@@ -15,6 +15,7 @@
 //! | [`delta`] | the secret offsets `Δ_p` and zero labels, zeroised on drop |
 //! | [`hash`] | fixed-key-AES tweakable CCR hash, batched |
 //! | [`projection`] | projection gates with row reduction (`m - 1` rows) |
+//! | [`lanes`] | one gate over many gadget instances at once (a layer's elements), on digit buffers |
 //! | [`backend`] | the [`Backend`] trait: plaintext, cost counter |
 //! | [`garbler`], [`evaluator`] | the garbling and evaluating backends |
 //! | [`crt`] | CRT bases and bundles, verified decoding |
@@ -76,6 +77,7 @@ pub mod gadgets;
 pub mod garbler;
 pub mod hash;
 pub mod label;
+pub mod lanes;
 pub mod material;
 pub mod modulus;
 pub mod projection;

@@ -445,8 +445,24 @@ pub(crate) fn garble_into<S: MaterialSink + ?Sized>(
     garble_gate(hash, tweak, input, delta_in, delta_out, table, sink, out, &mut RowBuffer::new())
 }
 
+/// [`garble_into`] hashing and building rows in `buffer`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn garble_into_in<S: MaterialSink + ?Sized>(
+    hash: &FixedKeyHash,
+    tweak: Tweak,
+    input: &ZeroLabel,
+    delta_in: &Delta,
+    delta_out: &Delta,
+    table: impl Fn(u16) -> u16,
+    sink: &mut S,
+    out: &mut ZeroLabel,
+    buffer: &mut RowBuffer,
+) -> Result<(), Error> {
+    garble_gate(hash, tweak, input, delta_in, delta_out, GateTable::Function(table), sink, out, buffer)
+}
+
 /// How [`garble_table`] gets a gate's table `φ`.
-enum GateTable<'a, F> {
+pub(crate) enum GateTable<'a, F> {
     /// As a function, whose values it reduces.
     Function(F),
     /// Reduced once for a whole batch (`m > 32`).
@@ -458,7 +474,7 @@ enum GateTable<'a, F> {
 /// [`garble_into`] with the table as [`GateTable`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn garble_gate<S: MaterialSink + ?Sized, F: Fn(u16) -> u16>(
+pub(crate) fn garble_gate<S: MaterialSink + ?Sized, F: Fn(u16) -> u16>(
     hash: &FixedKeyHash,
     tweak: Tweak,
     input: &ZeroLabel,
@@ -506,9 +522,28 @@ pub(crate) fn garble_with_first_halves<S: MaterialSink + ?Sized>(
     if first.len() != input.modulus().value() as usize || first.len() > SHARED_KEYS_MAX_INPUT {
         return Err(Error::LengthMismatch);
     }
+    garble_with_first_halves_in(hash, tweak, first, input, delta_out, table, sink, out, &mut RowBuffer::new())
+}
+
+/// [`garble_with_first_halves`] hashing and building rows in `buffer`
+/// (reused across the gates of a batch).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn garble_with_first_halves_in<S: MaterialSink + ?Sized>(
+    hash: &FixedKeyHash,
+    tweak: Tweak,
+    first: &[Block],
+    input: &ZeroLabel,
+    delta_out: &Delta,
+    table: impl Fn(u16) -> u16,
+    sink: &mut S,
+    out: &mut ZeroLabel,
+    buffer: &mut RowBuffer,
+) -> Result<(), Error> {
+    if first.len() != input.modulus().value() as usize || first.len() > SHARED_KEYS_MAX_INPUT {
+        return Err(Error::LengthMismatch);
+    }
     let keys = Keys::FirstHalf(first);
     let (table, out) = (GateTable::Function(table), out.as_label_mut());
-    let buffer = &mut RowBuffer::new();
     garble_table::<SHARED_KEYS_MAX_INPUT, S, _>(hash, tweak, keys, input, delta_out, table, sink, out, buffer)
 }
 

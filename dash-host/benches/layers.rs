@@ -138,7 +138,7 @@ fn garble(plan: &Plan, rng: &mut ChaCha20Rng) -> Garbled {
     let x = ints(rng, n, 100);
     let mut material = Vec::with_capacity(plan.material_bytes() as usize + 4096);
     let g = engine::garble(plan, rng, &mut material).expect("garble");
-    let labels = g.encode_input(&x).expect("encode");
+    let (labels, _awaiting) = g.encode_input(&x).expect("encode");
     Garbled { material, labels }
 }
 

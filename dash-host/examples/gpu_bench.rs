@@ -123,7 +123,7 @@ fn network_online(
     let garble = t.elapsed().as_secs_f64();
     let n: usize = net.input_shape.iter().product();
     let x: Vec<i64> = (0..n).map(|i| (i as i64 * 37 % 255) - 127).collect();
-    let labels = session.encode_input(&x)?;
+    let (labels, awaiting) = session.encode_input(&x)?;
     // One warm-up run each (thread pools, kernel cache, first-touch memory).
     engine::evaluate(&gpu_plan, material.as_slice(), &labels)?;
     let mut out_cpu = Vec::new();
@@ -137,7 +137,7 @@ fn network_online(
         Ok(())
     })?;
     anyhow::ensure!(out_cpu == out_gpu, "{name}: GPU output labels differ from the CPU's");
-    anyhow::ensure!(session.decode_output(&out_gpu)? == net.eval_plain(&x)?, "{name}: wrong result");
+    anyhow::ensure!(awaiting.decode_output(&out_gpu)? == net.eval_plain(&x)?, "{name}: wrong result");
     println!(
         "{name:<12} k={} rows {:>11}  garble (CPU) {garble:8.3} s  online CPU {cpu:8.3} s  online {} {on_gpu:8.3} s  (x{:.1})",
         net.base.len(),

@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
     let x: Vec<i64> = (0..n).map(|_| (rng.next_u64() % 2001) as i64 - 1000).collect();
     let mut material = Vec::new();
     let session = engine::garble(&plan, &mut rng, &mut material)?;
-    let labels = session.encode_input(&x)?;
+    let (labels, _awaiting) = session.encode_input(&x)?;
     let start = Instant::now();
     for _ in 0..reps {
         let out = engine::evaluate(&plan, material.as_slice(), &labels)?;

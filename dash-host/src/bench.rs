@@ -497,9 +497,9 @@ fn mlp_figures(reps: usize) -> anyhow::Result<(f64, f64, u64)> {
         let session = engine::garble(&plan, &mut rng, &mut material)?;
         best_g = best_g.min(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
-        let labels = session.encode_input(&x)?;
+        let (labels, awaiting) = session.encode_input(&x)?;
         let out = engine::evaluate(&plan, material.as_slice(), &labels)?;
-        let got = session.decode_output(&out.to_blocks())?;
+        let got = awaiting.decode_output(&out.to_blocks())?;
         best_o = best_o.min(t.elapsed().as_secs_f64() * 1e3);
         anyhow::ensure!(got == want, "garbled MLP output differs from the plaintext network");
     }

@@ -24,7 +24,7 @@
 //! one its own plan of the model gives, and a short, long or corrupted
 //! stream is an error, never a panic.
 
-use anyhow::{Context, Result, bail, ensure};
+use crate::engine::{EngineError, EngineResult as Result};
 use dash_core::Block;
 use std::io::{Read, Write};
 
@@ -56,8 +56,24 @@ pub struct Header {
     pub layer_rows: Vec<u64>,
 }
 
+/// `ensure!` for the material stream: a failed check is malformed material.
+macro_rules! check {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(EngineError::material(format!($($fmt)+)));
+        }
+    };
+}
+
 fn read_exact<R: Read>(r: &mut R, buf: &mut [u8], what: &str) -> Result<()> {
-    r.read_exact(buf).with_context(|| format!("garbled material truncated or unreadable while reading {what}"))
+    r.read_exact(buf).map_err(|source| match source.kind() {
+        std::io::ErrorKind::UnexpectedEof => EngineError::material(format!("the stream ended while reading {what}")),
+        _ => EngineError::Io { what: "reading garbled material", source },
+    })
+}
+
+fn written(what: &'static str) -> impl FnOnce(std::io::Error) -> EngineError {
+    move |source| EngineError::Io { what, source }
 }
 
 fn read_u8<R: Read>(r: &mut R, what: &str) -> Result<u8> {
@@ -93,9 +109,9 @@ fn read_block<R: Read>(r: &mut R, what: &str) -> Result<Block> {
 impl Header {
     /// Writes the header.
     pub fn write<W: Write>(&self, w: &mut W) -> Result<()> {
-        ensure!(self.primes.len() <= MAX_HEADER_PRIMES, "too many primes for the header");
-        ensure!(self.ones.len() <= MAX_HEADER_MODULI, "too many moduli for the header");
-        ensure!(self.layer_rows.len() <= MAX_HEADER_LAYERS, "too many layers for the header");
+        check!(self.primes.len() <= MAX_HEADER_PRIMES, "too many primes for the header");
+        check!(self.ones.len() <= MAX_HEADER_MODULI, "too many moduli for the header");
+        check!(self.layer_rows.len() <= MAX_HEADER_LAYERS, "too many layers for the header");
         let mut buf = Vec::with_capacity(64 + self.ones.len() * 18 + self.layer_rows.len() * 8);
         buf.extend_from_slice(&MAGIC);
         buf.extend_from_slice(&VERSION.to_le_bytes());
@@ -113,23 +129,23 @@ impl Header {
         for r in &self.layer_rows {
             buf.extend_from_slice(&r.to_le_bytes());
         }
-        w.write_all(&buf).context("writing the material header")
+        w.write_all(&buf).map_err(written("writing the material header"))
     }
 
     /// Reads a header, checking magic, version and every count's cap.
     pub fn read<R: Read>(r: &mut R) -> Result<Header> {
         let mut magic = [0u8; 8];
         read_exact(r, &mut magic, "the magic number")?;
-        ensure!(magic == MAGIC, "not a Dash garbled-material stream (bad magic)");
+        check!(magic == MAGIC, "not a Dash garbled-material stream (bad magic)");
         let version = read_u32(r, "the version")?;
-        ensure!(version == VERSION, "material format version {version}, this build reads version {VERSION}");
+        check!(version == VERSION, "material format version {version}, this build reads version {VERSION}");
         let mut model_hash = [0u8; 32];
         read_exact(r, &mut model_hash, "the model hash")?;
         let k = read_u8(r, "the prime count")? as usize;
-        ensure!((1..=MAX_HEADER_PRIMES).contains(&k), "header lists {k} CRT primes");
+        check!((1..=MAX_HEADER_PRIMES).contains(&k), "header lists {k} CRT primes");
         let primes = (0..k).map(|_| read_u16(r, "a CRT prime")).collect::<Result<Vec<_>>>()?;
         let nm = read_u16(r, "the modulus count")? as usize;
-        ensure!(nm <= MAX_HEADER_MODULI, "header lists {nm} moduli (at most {MAX_HEADER_MODULI})");
+        check!(nm <= MAX_HEADER_MODULI, "header lists {nm} moduli (at most {MAX_HEADER_MODULI})");
         let mut ones = Vec::with_capacity(nm);
         for _ in 0..nm {
             let m = read_u16(r, "a one-label modulus")?;
@@ -137,7 +153,7 @@ impl Header {
             ones.push((m, b));
         }
         let nl = read_u32(r, "the layer count")? as usize;
-        ensure!(nl <= MAX_HEADER_LAYERS, "header lists {nl} layers (at most {MAX_HEADER_LAYERS})");
+        check!(nl <= MAX_HEADER_LAYERS, "header lists {nl} layers (at most {MAX_HEADER_LAYERS})");
         let layer_rows = (0..nl).map(|_| read_u64(r, "a layer size")).collect::<Result<Vec<_>>>()?;
         Ok(Header { model_hash, primes, ones, layer_rows })
     }
@@ -149,20 +165,20 @@ pub fn write_layer_tag<W: Write>(w: &mut W, index: u32, rows: u64) -> Result<()>
     buf[..4].copy_from_slice(&LAYER_TAG);
     buf[4..8].copy_from_slice(&index.to_le_bytes());
     buf[8..].copy_from_slice(&rows.to_le_bytes());
-    w.write_all(&buf).context("writing a layer tag")
+    w.write_all(&buf).map_err(written("writing a layer tag"))
 }
 
 /// Reads a layer tag and checks it announces layer `index` with `rows` rows.
 pub fn read_layer_tag<R: Read>(r: &mut R, index: u32, rows: u64) -> Result<()> {
     let mut buf = [0u8; 16];
     read_exact(r, &mut buf, "a layer tag")?;
-    ensure!(buf[..4] == LAYER_TAG, "malformed material: no layer tag where layer {index} should start");
+    check!(buf[..4] == LAYER_TAG, "no layer tag where layer {index} should start");
     let got_index = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
     let mut rb = [0u8; 8];
     rb.copy_from_slice(&buf[8..]);
     let got_rows = u64::from_le_bytes(rb);
-    ensure!(got_index == index, "malformed material: layer {got_index} where layer {index} was expected");
-    ensure!(got_rows == rows, "malformed material: layer {index} announces {got_rows} rows, the model needs {rows}");
+    check!(got_index == index, "layer {got_index} where layer {index} was expected");
+    check!(got_rows == rows, "layer {index} announces {got_rows} rows, the model needs {rows}");
     Ok(())
 }
 
@@ -174,7 +190,7 @@ pub fn write_rows<W: Write>(w: &mut W, rows: &[Block]) -> Result<()> {
         for b in chunk {
             buf.extend_from_slice(&b.0.to_le_bytes());
         }
-        w.write_all(&buf).context("writing garbled rows")?;
+        w.write_all(&buf).map_err(written("writing garbled rows"))?;
     }
     Ok(())
 }
@@ -196,8 +212,8 @@ pub fn read_rows<R: Read>(r: &mut R, out: &mut [Block]) -> Result<()> {
 
 /// Writes the trailer.
 pub fn write_trailer<W: Write>(w: &mut W) -> Result<()> {
-    w.write_all(&TRAILER).context("writing the material trailer")?;
-    w.flush().context("flushing garbled material")
+    w.write_all(&TRAILER).map_err(written("writing the material trailer"))?;
+    w.flush().map_err(written("flushing garbled material"))
 }
 
 /// Reads and checks the trailer.
@@ -205,7 +221,7 @@ pub fn read_trailer<R: Read>(r: &mut R) -> Result<()> {
     let mut t = [0u8; 8];
     read_exact(r, &mut t, "the trailer")?;
     if t != TRAILER {
-        bail!("malformed material: extra or corrupted data where the trailer should be");
+        return Err(EngineError::material("extra or corrupted data where the trailer should be"));
     }
     Ok(())
 }

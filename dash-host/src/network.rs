@@ -139,7 +139,16 @@ pub enum IntLayer {
 impl IntLayer {
     /// Whether the layer is linear (free on labels).
     pub fn is_linear(&self) -> bool {
-        !matches!(self, IntLayer::MaxPool { .. } | IntLayer::Relu | IntLayer::Sign | IntLayer::Rescale { .. })
+        // Exhaustive on purpose: a new layer must say which it is.
+        match self {
+            IntLayer::Dense { .. }
+            | IntLayer::Conv2d { .. }
+            | IntLayer::SumPool { .. }
+            | IntLayer::Flatten
+            | IntLayer::Reshape { .. }
+            | IntLayer::ResidualAdd { .. } => true,
+            IntLayer::MaxPool { .. } | IntLayer::Relu | IntLayer::Sign | IntLayer::Rescale { .. } => false,
+        }
     }
 
     /// A short name, for reports.

@@ -7,24 +7,19 @@
 //!
 //! A gadget's gates do not depend on data, so the `e`-th element of a layer
 //! runs the same sequence of operations as every other, on its own gate
-//! identifiers (`first_gate + e·g + local`) and its own rows
-//! (`e·c + local_row ..`). [`LaneEvaluator`] is a `dash-core` [`Backend`]
-//! whose wire is the label of *every* element of the chunk (a lane per
-//! element, a `LabelTensor` row layout): additions and constant products run
-//! lane by lane on the host, and each projection (or multiply-by-bit half)
-//! gathers its rows from the chunk's material and goes to the device as one
-//! [`ProjectionBatch`]. The result equals the per-element
-//! [`dash_core::Evaluator`] bit for bit (tested on the host build of the
-//! kernels in `tests/offload.rs`).
+//! identifiers and rows (`engine::Layout`). The engine runs a gadget once
+//! for a whole chunk on its lane backend (`engine::lanes`); with a device,
+//! the chunk's gates go to [`DeviceRun`], which sends each projection (or
+//! multiply-by-bit half) to the device as one [`ProjectionBatch`].
 //!
 //! The garbler keeps the CPU path: its projections need the constant-time
 //! garbling of `dash-core` (see `docs/GPU.md` on AES tables on a GPU).
 
-use anyhow::Result;
-use dash_core::{Backend, Block, Domain, Error, Modulus, OneLabels, Tweak};
+use crate::engine::lanes::{GateSite, LaneOps, LaneWire};
+use dash_core::{Block, Domain, Error, Modulus, OneLabels, Tweak};
 use dash_gpu::{Offload, ProjectionBatch};
 use rayon::prelude::*;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A device the engine offloads to (shared, cheap to clone).
 #[derive(Clone)]
@@ -103,214 +98,107 @@ fn open_gpu() -> Result<OffloadHandle, String> {
     Err("this dashgc was built without GPU support (build with `--features cuda`)".into())
 }
 
-/// One wire of a chunk: the label of every element (lane), `lanes × n`
-/// digits in a `LabelTensor` row layout.
-#[derive(Clone, Debug)]
-pub struct LaneWire {
-    modulus: Modulus,
-    digits: Vec<u16>,
-}
-
-impl LaneWire {
-    /// A wire from its lanes' digits (`lanes × modulus.digits()`, each
-    /// below `p`).
-    pub fn new(modulus: Modulus, digits: Vec<u16>) -> Result<LaneWire, Error> {
-        if !digits.len().is_multiple_of(modulus.digits()) || digits.iter().any(|&d| d >= modulus.value()) {
-            return Err(Error::InvalidDigits);
-        }
-        Ok(LaneWire { modulus, digits })
-    }
-
-    /// The digits, lane after lane.
-    pub fn digits(&self) -> &[u16] {
-        &self.digits
-    }
-
-    fn map2(&self, other: &LaneWire, f: impl Fn(u32, u32, u32) -> u32 + Sync) -> Result<LaneWire, Error> {
-        if self.modulus != other.modulus {
-            return Err(Error::ModulusMismatch { left: self.modulus.value(), right: other.modulus.value() });
-        }
-        let p = self.modulus.value() as u32;
-        let digits =
-            self.digits.par_iter().zip(&other.digits).map(|(&a, &b)| f(a as u32, b as u32, p) as u16).collect();
-        Ok(LaneWire { modulus: self.modulus, digits })
-    }
-
-    fn map(&self, f: impl Fn(u32, u32) -> u32 + Sync) -> LaneWire {
-        let p = self.modulus.value() as u32;
-        LaneWire { modulus: self.modulus, digits: self.digits.par_iter().map(|&a| f(a as u32, p) as u16).collect() }
-    }
-}
-
-/// The evaluating [`Backend`] over lanes: every element of a chunk at once,
-/// projections on the device. Element `e`'s gate identifiers start at
-/// `first_gate + e·gates_per_element`, and its rows are
-/// `rows[e·rows_per_element ..]`, as the garbler wrote them.
-pub struct LaneEvaluator<'a, const N: usize> {
-    device: &'a dyn Offload,
+/// The evaluator's gates across a chunk on the device: each projection
+/// (and each of the three projections of a multiply-by-bit) gathers every
+/// lane's rows from the chunk's material and goes to the device as one
+/// [`ProjectionBatch`]. The result equals the CPU lanes bit for bit (tested
+/// on the host build of the kernels in `tests/offload.rs`).
+pub struct DeviceRun<'a, const N: usize> {
+    device: &'a OffloadHandle,
     ones: &'a OneLabels<N>,
-    lanes: usize,
-    first_gate: u64,
-    gates_per_element: u64,
     rows: &'a [Block],
-    rows_per_element: usize,
-    /// Gates used so far by each element.
-    local_gate: u64,
-    /// Rows consumed so far by each element.
-    local_row: usize,
-    /// The device failure behind an `Error::InvalidParameter` (the
-    /// `Backend` error type cannot carry it).
-    device_error: Option<dash_gpu::GpuError>,
+    /// Where a device failure (not a material error) is reported: the
+    /// gadget only carries `dash_core::Error`.
+    failure: &'a Mutex<Option<dash_gpu::GpuError>>,
 }
 
-impl<'a, const N: usize> LaneEvaluator<'a, N> {
-    /// An evaluator for `lanes` elements whose rows are `rows` (`lanes ×
-    /// rows_per_element`).
+impl<'a, const N: usize> DeviceRun<'a, N> {
+    /// Gates of a chunk whose rows are `rows`, on `device`.
     pub fn new(
-        device: &'a dyn Offload,
+        device: &'a OffloadHandle,
         ones: &'a OneLabels<N>,
-        lanes: usize,
-        first_gate: u64,
-        gates_per_element: u64,
         rows: &'a [Block],
-        rows_per_element: usize,
+        failure: &'a Mutex<Option<dash_gpu::GpuError>>,
     ) -> Self {
-        LaneEvaluator {
-            device,
-            ones,
-            lanes,
-            first_gate,
-            gates_per_element,
-            rows,
-            rows_per_element,
-            local_gate: 0,
-            local_row: 0,
-            device_error: None,
-        }
+        DeviceRun { device, ones, rows, failure }
     }
 
-    /// The device failure, if a batch failed on the device (not on the
-    /// material): what to report instead of the gadget's error.
-    pub fn take_device_error(&mut self) -> Option<dash_gpu::GpuError> {
-        self.device_error.take()
-    }
-
-    /// Gates and rows each element used (to check against the plan).
-    pub fn used(&self) -> (u64, usize) {
-        (self.local_gate, self.local_row)
-    }
-
-    fn next_gate(&mut self) -> Result<u64, Error> {
-        if self.local_gate >= self.gates_per_element {
-            return Err(Error::GateIdsExhausted);
-        }
-        self.local_gate += 1;
-        Ok(self.local_gate - 1)
-    }
-
-    /// One projection per lane, with tweaks `(domain, first_gate + e·g + gate, sub)`
-    /// and the next `p_in − 1` rows of each element, on the device.
-    fn project_batch(
-        &mut self,
+    /// One projection per lane with tweaks `(domain, site.gate(lane), sub)`
+    /// and `p_in − 1` rows of each lane from `offset` within the gate's
+    /// rows, on the device.
+    fn batch(
+        &self,
+        site: GateSite,
         input: &LaneWire,
         out: Modulus,
         domain: Domain,
-        gate: u64,
         sub: u32,
+        offset: usize,
     ) -> Result<LaneWire, Error> {
-        let m = input.modulus.value() as usize - 1;
-        let lanes_rows = self.lanes.checked_mul(self.rows_per_element);
-        if self.local_row + m > self.rows_per_element || lanes_rows.is_none_or(|r| r > self.rows.len()) {
-            return Err(Error::SourceExhausted);
+        let m = input.modulus().value() as usize - 1;
+        let lanes = input.lanes();
+        let stride = site.rows.stride;
+        let mut rows = Vec::with_capacity(lanes * m);
+        let mut tweaks = Vec::with_capacity(lanes);
+        for e in 0..lanes {
+            let start = e * stride + site.rows.offset + offset;
+            rows.extend_from_slice(self.rows.get(start..start + m).ok_or(Error::SourceExhausted)?);
+            tweaks.push(Tweak::new(domain, site.gate(e), sub));
         }
-        let mut rows = Vec::with_capacity(self.lanes * m);
-        let mut tweaks = Vec::with_capacity(self.lanes);
-        for e in 0..self.lanes {
-            let start = e * self.rows_per_element + self.local_row;
-            rows.extend_from_slice(&self.rows[start..start + m]);
-            let id = self.first_gate + e as u64 * self.gates_per_element + gate;
-            tweaks.push(Tweak::new(domain, id, sub));
-        }
-        self.local_row += m;
-        let mut digits = vec![0u16; self.lanes * out.digits()];
+        let mut digits = vec![0u16; lanes * out.digits()];
         let mut batch = ProjectionBatch {
-            input_modulus: input.modulus,
+            input_modulus: input.modulus(),
             output_modulus: out,
-            inputs: &input.digits,
+            inputs: input.digits(),
             tweaks: &tweaks,
             rows: &rows,
             out: &mut digits,
         };
-        match self.device.projection_eval(&mut batch) {
-            Ok(()) => Ok(LaneWire { modulus: out, digits }),
+        match self.device.0.projection_eval(&mut batch) {
+            Ok(()) => Ok(LaneWire::from_trusted(out, digits)),
             Err(dash_gpu::GpuError::InvalidRow { .. }) => Err(Error::InvalidLabelEncoding),
             Err(e) => {
-                self.device_error = Some(e);
+                if let Ok(mut slot) = self.failure.lock() {
+                    *slot = Some(e);
+                }
                 Err(Error::InvalidParameter)
             }
         }
     }
 }
 
-impl<const N: usize> Backend for LaneEvaluator<'_, N> {
-    type Wire = LaneWire;
-
-    fn modulus_of(&self, wire: &LaneWire) -> Modulus {
-        wire.modulus
+impl<const N: usize> LaneOps for DeviceRun<'_, N> {
+    fn one(&self, m: Modulus) -> Result<&[u16], Error> {
+        Ok(self.ones.get(m)?.digits())
     }
 
-    fn constant(&mut self, value: u16, modulus: Modulus) -> Result<LaneWire, Error> {
-        let one = self.ones.get(modulus)?.cmul(value);
-        Ok(LaneWire { modulus, digits: one.digits().repeat(self.lanes) })
-    }
-
-    fn add(&mut self, a: &LaneWire, b: &LaneWire) -> Result<LaneWire, Error> {
-        a.map2(b, |x, y, p| (x + y) % p)
-    }
-
-    fn sub(&mut self, a: &LaneWire, b: &LaneWire) -> Result<LaneWire, Error> {
-        a.map2(b, |x, y, p| (x + p - y) % p)
-    }
-
-    fn neg(&mut self, a: &LaneWire) -> Result<LaneWire, Error> {
-        Ok(a.map(|d, p| (p - d) % p))
-    }
-
-    fn cmul(&mut self, a: &LaneWire, c: u16) -> Result<LaneWire, Error> {
-        Ok(a.map(|d, p| d * (c as u32 % p) % p))
-    }
-
-    fn project(&mut self, a: &LaneWire, out: Modulus, _table: impl Fn(u16) -> u16) -> Result<LaneWire, Error> {
-        if a.modulus.value() > dash_core::MAX_PROJECTION_INPUT {
-            return Err(Error::ProjectionInputTooLarge(a.modulus.value()));
-        }
-        let gate = self.next_gate()?;
-        self.project_batch(a, out, Domain::Projection, gate, 0)
+    fn project(
+        &mut self,
+        site: GateSite,
+        input: &LaneWire,
+        out: Modulus,
+        _table: impl Fn(u16) -> u16,
+    ) -> Result<LaneWire, Error> {
+        self.batch(site, input, out, Domain::Projection, 0, 0)
     }
 
     /// The evaluator half of dash-core's multiply-by-bit gate: three
     /// projections (the lifted bit, the correction, the rows keyed by `x`),
     /// then `z + colour(x)·b_lift + t` lane by lane.
-    fn mul_bit(&mut self, x: &LaneWire, bit: &LaneWire) -> Result<LaneWire, Error> {
-        let p = x.modulus;
-        if bit.modulus.value() != 2 {
-            return Err(Error::NotABit(bit.modulus.value()));
-        }
-        if p.value() > dash_core::MAX_PROJECTION_INPUT {
-            return Err(Error::ProjectionInputTooLarge(p.value()));
-        }
-        let gate = self.next_gate()?;
-        let b_lift = self.project_batch(bit, p, Domain::MulBit, gate, 0)?;
-        let t = self.project_batch(bit, p, Domain::MulBit, gate, 1)?;
-        let mut z = self.project_batch(x, p, Domain::MulBit, gate, 2)?;
-        let (n, q) = (p.digits(), p.value() as u32);
-        z.digits.par_chunks_mut(n).enumerate().for_each(|(e, lane)| {
-            let colour = x.digits[e * n] as u32;
-            let (bl, tl) = (&b_lift.digits[e * n..(e + 1) * n], &t.digits[e * n..(e + 1) * n]);
+    fn mul_bit(&mut self, site: GateSite, x: &LaneWire, bit: &LaneWire) -> Result<LaneWire, Error> {
+        let p = x.modulus();
+        let b_lift = self.batch(site, bit, p, Domain::MulBit, 0, 0)?;
+        let t = self.batch(site, bit, p, Domain::MulBit, 1, 1)?;
+        let z = self.batch(site, x, p, Domain::MulBit, 2, 2)?;
+        let n = p.digits();
+        let mut digits = z.digits().to_vec();
+        digits.par_chunks_mut(n).enumerate().for_each(|(e, lane)| {
+            let colour = x.digits()[e * n];
+            let (bl, tl) = (&b_lift.digits()[e * n..(e + 1) * n], &t.digits()[e * n..(e + 1) * n]);
             for ((zd, &b), &tv) in lane.iter_mut().zip(bl).zip(tl) {
-                *zd = ((*zd as u32 + b as u32 * colour + tv as u32) % q) as u16;
+                *zd = p.add(p.mul_add(b, colour, *zd), tv);
             }
         });
-        Ok(z)
+        Ok(LaneWire::from_trusted(p, digits))
     }
 }

@@ -29,9 +29,9 @@ fn check(net: &IntNetwork, trials: usize, range: i64, seed: u64) {
         let mut material = Vec::new();
         let g = engine::garble(&plan, &mut r, &mut material).expect("garble");
         assert_eq!(g.rows, plan.total_rows());
-        let labels = g.encode_input(&x).unwrap();
+        let (labels, awaiting) = g.encode_input(&x).unwrap();
         let out = engine::evaluate(&plan, material.as_slice(), &labels).expect("evaluate");
-        let got = g.decode_output(&out.to_blocks()).expect("decode");
+        let got = awaiting.decode_output(&out.to_blocks()).expect("decode");
         assert_eq!(got, want, "trial {t}, input {x:?}");
     }
 }
@@ -204,7 +204,7 @@ fn malformed_material_is_an_error() {
     let mut material = Vec::new();
     let g = engine::garble(&plan, &mut r, &mut material).unwrap();
     let x = vec![1, -2, 3, 0, 5, -6];
-    let labels = g.encode_input(&x).unwrap();
+    let (labels, _awaiting) = g.encode_input(&x).unwrap();
     assert!(engine::evaluate(&plan, material.as_slice(), &labels).is_ok());
     // Every truncation (sampled) fails cleanly.
     let step = (material.len() / 200).max(1);
@@ -233,6 +233,7 @@ fn malformed_material_is_an_error() {
     };
     let other_plan = Plan::new(&other).unwrap();
     let err = engine::evaluate(&other_plan, material.as_slice(), &labels).unwrap_err();
+    assert!(matches!(err, engine::EngineError::Material { .. }), "{err}");
     assert!(err.to_string().contains("model hash"), "{err}");
     // Random garbage never panics.
     let mut r = rng(8);
@@ -242,26 +243,35 @@ fn malformed_material_is_an_error() {
     }
 }
 
+/// One inference of `n` on `x` garbled from `seed`: material, input labels
+/// and the decoding state. The same seed gives the same keys and material,
+/// so a test can run one inference as often as it has answers to check
+/// (each decoding consumes its state).
+fn inference(plan: &Plan, seed: u64, x: &[i64]) -> (Vec<u8>, CrtTensor, engine::AwaitingAnswer) {
+    let mut material = Vec::new();
+    let g = engine::garble(plan, &mut rng(seed), &mut material).unwrap();
+    let (labels, awaiting) = g.encode_input(x).unwrap();
+    (material, labels, awaiting)
+}
+
 #[test]
 fn tampered_output_and_material_are_rejected() {
     let n = small_net();
     let plan = Plan::new(&n).unwrap();
-    let mut r = rng(9);
-    let mut material = Vec::new();
-    let g = engine::garble(&plan, &mut r, &mut material).unwrap();
     let x = vec![4, -2, 3, 1, 5, -6];
-    let labels = g.encode_input(&x).unwrap();
+    let (material, labels, awaiting) = inference(&plan, 9, &x);
     let out = engine::evaluate(&plan, material.as_slice(), &labels).unwrap();
     let blocks = out.to_blocks();
-    assert_eq!(g.decode_output(&blocks).unwrap(), n.eval_plain(&x).unwrap());
+    assert_eq!(awaiting.decode_output(&blocks).unwrap(), n.eval_plain(&x).unwrap());
+    let decode = |answer: &[Block]| inference(&plan, 9, &x).2.decode_output(answer);
     // A changed output label, a swapped pair, a wrong count: all rejected.
     let mut bad = blocks.clone();
     bad[1] = Block(bad[1].0 ^ 1);
-    assert!(g.decode_output(&bad).is_err());
+    assert!(matches!(decode(&bad), Err(engine::EngineError::Authenticity)));
     let mut bad = blocks.clone();
     bad.swap(0, plan.network().base.len());
-    assert!(g.decode_output(&bad).is_err() || bad == blocks);
-    assert!(g.decode_output(&blocks[1..]).is_err());
+    assert!(bad == blocks || matches!(decode(&bad), Err(engine::EngineError::Authenticity)));
+    assert!(matches!(decode(&blocks[1..]), Err(engine::EngineError::Input(_))));
     // Flipping a bit in a row of the last layer yields labels that fail verification
     // (or a row that does not decrypt to a label at all).
     let tag_end = material.len() - 8 - plan.costs().last().unwrap().rows as usize * 16;
@@ -269,14 +279,32 @@ fn tampered_output_and_material_are_rejected() {
         let mut bad = material.clone();
         bad[tag_end + off] ^= 0x10;
         match engine::evaluate(&plan, bad.as_slice(), &labels) {
-            Err(_) => {}
+            Err(e) => assert!(matches!(e, engine::EngineError::Material { .. }), "{e}"),
             Ok(o) => {
-                let res = g.decode_output(&o.to_blocks());
+                let res = decode(&o.to_blocks());
                 // Only rows the evaluator did not open leave the output unchanged.
-                assert!(res.is_err() || res.unwrap() == n.eval_plain(&x).unwrap());
+                assert!(
+                    matches!(res, Err(engine::EngineError::Authenticity)) || res.unwrap() == n.eval_plain(&x).unwrap()
+                );
             }
         }
     }
+}
+
+#[test]
+fn a_refused_input_hands_the_session_back() {
+    let n = small_net();
+    let plan = Plan::new(&n).unwrap();
+    let g = engine::garble(&plan, &mut rng(12), &mut Vec::new()).unwrap();
+    // Too short, then out of the base's range: refused, session returned.
+    let e = g.encode_input(&[1, 2]).unwrap_err();
+    assert!(matches!(e.error, engine::EngineError::Input(_)), "{}", e.error);
+    let huge = n.base.max_value() as i64 + 1;
+    let e = e.session.encode_input(&[huge, 0, 0, 0, 0, 0]).unwrap_err();
+    assert!(matches!(e.error, engine::EngineError::Input(_)), "{}", e.error);
+    // The returned session still encodes a valid input, once.
+    let (labels, _awaiting) = e.session.encode_input(&[1, 2, 3, 4, 5, 6]).unwrap();
+    assert_eq!(labels.shape(), &[6]);
 }
 
 #[test]

@@ -74,7 +74,7 @@ fn check(net: &IntNetwork, seed: u64, device: &OffloadHandle) {
     let mut r = ChaCha20Rng::seed_from_u64(seed + 1);
     let n: usize = net.input_shape.iter().product();
     let x: Vec<i64> = (0..n).map(|_| (r.next_u64() % 31) as i64 - 15).collect();
-    let labels = s_cpu.encode_input(&x).unwrap();
+    let (labels, awaiting) = s_cpu.encode_input(&x).unwrap();
     let out_cpu = engine::evaluate(&cpu, m_cpu.as_slice(), &labels).unwrap().to_blocks();
     let out_gpu = engine::evaluate(&gpu, m_cpu.as_slice(), &labels).unwrap().to_blocks();
     assert_eq!(out_gpu, out_cpu, "output labels differ with the offload");
@@ -87,7 +87,7 @@ fn check(net: &IntNetwork, seed: u64, device: &OffloadHandle) {
         let out = engine::evaluate(&chunked, m_cpu.as_slice(), &labels).unwrap().to_blocks();
         assert_eq!(out, out_cpu, "output labels differ with chunks of {rows} rows");
     }
-    assert_eq!(s_cpu.decode_output(&out_gpu).unwrap(), net.eval_plain(&x).unwrap());
+    assert_eq!(awaiting.decode_output(&out_gpu).unwrap(), net.eval_plain(&x).unwrap());
 
     // Tampered material: the offload path behaves exactly as the CPU path
     // (the same error, or the same output labels when the flipped byte sits
@@ -99,7 +99,11 @@ fn check(net: &IntNetwork, seed: u64, device: &OffloadHandle) {
         let on_gpu = engine::evaluate(&gpu, bad.as_slice(), &labels).map(|t| t.to_blocks());
         match (on_cpu, on_gpu) {
             (Ok(a), Ok(b)) => assert_eq!(a, b, "byte {at}"),
-            (Err(_), Err(_)) => {}
+            // The same kind of error: tampered material, never a device failure.
+            (Err(a), Err(b)) => {
+                assert!(matches!(a, engine::EngineError::Material { .. }), "byte {at}: cpu {a}");
+                assert!(matches!(b, engine::EngineError::Material { .. }), "byte {at}: offload {b}");
+            }
             (a, b) => panic!("byte {at}: cpu {:?}, offload {:?}", a.is_ok(), b.is_ok()),
         }
     }

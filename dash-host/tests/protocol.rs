@@ -40,8 +40,8 @@ fn net() -> &'static IntNetwork {
     NET.get_or_init(|| small_net(1))
 }
 
-fn plan() -> &'static Plan<'static> {
-    static PLAN: OnceLock<Plan<'static>> = OnceLock::new();
+fn plan() -> &'static Plan {
+    static PLAN: OnceLock<Plan> = OnceLock::new();
     PLAN.get_or_init(|| Plan::new(net()).unwrap())
 }
 
@@ -516,12 +516,13 @@ fn a_circuit_is_evaluated_once_and_a_second_query_is_refused() {
     let mut s = connect_raw(addr, true);
     send_circuit(&mut s, [7; 16], &material);
     let x = [1, -2, 3, 0, 4, -5];
-    let q = Message::Query { id: [7; 16], labels: session.encode_input(&x).unwrap().to_blocks() };
+    let (input, awaiting) = session.encode_input(&x).unwrap();
+    let q = Message::Query { id: [7; 16], labels: input.to_blocks() };
     send(&mut s, &q);
     let mut c = Conn::new(s.try_clone().unwrap(), Duration::from_secs(5)).unwrap();
     let Message::Answer { id, labels } = c.read_within(Duration::from_secs(10)).unwrap() else { panic!("no answer") };
     assert_eq!(id, [7; 16]);
-    assert_eq!(session.decode_output(&labels).unwrap(), net().eval_plain(&x).unwrap());
+    assert_eq!(awaiting.decode_output(&labels).unwrap(), net().eval_plain(&x).unwrap());
     send(&mut s, &q);
     let v = server_verdict(&mut s);
     assert!(v.as_deref().is_some_and(|t| t.contains("used before")), "{v:?}");

@@ -9,7 +9,7 @@
 
 use arbitrary::Arbitrary;
 use dash_core::{Block, CrtBase};
-use dash_host::engine::{self, GarblerSession, Plan};
+use dash_host::engine::{self, AwaitingAnswer, Plan};
 use dash_host::format::{self, Header};
 use dash_host::network::{IntLayer, IntNetwork, Padding, Rounding};
 use dash_host::tensor::CrtTensor;
@@ -50,11 +50,25 @@ enum Case {
 }
 
 struct Fixture {
-    plan: Plan<'static>,
-    session: GarblerSession,
+    plan: Plan,
+    input: Vec<i64>,
     material: Vec<u8>,
     labels: CrtTensor,
     want: Vec<i64>,
+}
+
+/// The garbler's seed: the same keys and material every time.
+const SEED: u64 = 7;
+
+impl Fixture {
+    /// A fresh decoding state of the fixture's inference (keys are
+    /// single-use, so each answer checked needs its own: garbling again from
+    /// the same seed gives the same keys).
+    fn awaiting(&self) -> AwaitingAnswer {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(SEED);
+        let session = engine::garble(&self.plan, &mut rng, &mut std::io::sink()).unwrap();
+        session.encode_input(&self.input).unwrap().1
+    }
 }
 
 fn fixture() -> &'static Fixture {
@@ -87,13 +101,13 @@ fn fixture() -> &'static Fixture {
         let plan = Plan::new(net).unwrap();
         let input: Vec<i64> = (0..16).map(|i| (i * 37 % 101) - 50).collect();
         let want = net.eval_plain(&input).unwrap();
-        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(SEED);
         let mut material = Vec::new();
         let session = engine::garble(&plan, &mut rng, &mut material).unwrap();
-        let labels = session.encode_input(&input).unwrap();
+        let (labels, awaiting) = session.encode_input(&input).unwrap();
         let out = engine::evaluate(&plan, material.as_slice(), &labels).unwrap();
-        assert_eq!(session.decode_output(&out.to_blocks()).unwrap(), want);
-        Fixture { plan, session, material, labels, want }
+        assert_eq!(awaiting.decode_output(&out.to_blocks()).unwrap(), want);
+        Fixture { plan, input, material, labels, want }
     })
 }
 
@@ -143,7 +157,7 @@ fuzz_target!(|case: Case| {
 
     // The evaluator on the hostile stream; the garbler's check on its output.
     if let Ok(out) = engine::evaluate(&f.plan, stream.as_slice(), &f.labels)
-        && let Ok(got) = f.session.decode_output(&out.to_blocks())
+        && let Ok(got) = f.awaiting().decode_output(&out.to_blocks())
     {
         assert_eq!(got, f.want, "hostile material produced a wrong value that passed the output check");
     }
@@ -156,7 +170,7 @@ fuzz_target!(|case: Case| {
     if let Ok(t) = CrtTensor::from_blocks(&f.plan.network().base, shape, &blocks) {
         assert_eq!(t.to_blocks(), blocks, "from_blocks then to_blocks must round-trip");
     }
-    if let Ok(got) = f.session.decode_output(&blocks) {
+    if let Ok(got) = f.awaiting().decode_output(&blocks) {
         assert_eq!(got, f.want, "arbitrary returned labels passed the output check with a wrong value");
     }
 });

@@ -219,17 +219,21 @@ fuzz_target!(|case: Case| {
     let session = engine::garble(&plan, &mut rng, &mut material).expect("garbling a planned network failed");
     assert_eq!(session.rows, plan.total_rows(), "garbler wrote a different number of rows than planned");
     assert!(material.len() as u64 > plan.material_bytes(), "material shorter than its rows");
-    let labels = session.encode_input(&input).expect("encoding a valid input failed");
+    let (labels, awaiting) = session.encode_input(&input).expect("encoding a valid input failed");
 
     let out = engine::evaluate(&plan, material.as_slice(), &labels).expect("evaluating honest material failed");
-    let got = session.decode_output(&out.to_blocks()).expect("honest output failed its check");
+    let got = awaiting.decode_output(&out.to_blocks()).expect("honest output failed its check");
     assert_eq!(got, want, "garbled inference differs from eval_plain");
 
     if let Some((at, bit)) = case.flip {
         let at = at as usize % material.len();
         material[at] ^= 1 << (bit % 8);
+        // Keys are single-use: the same seed garbles the same keys again.
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(case.seed);
+        let again = engine::garble(&plan, &mut rng, &mut std::io::sink()).expect("garbling again failed");
+        let (_, awaiting) = again.encode_input(&input).expect("encoding a valid input failed");
         if let Ok(out) = engine::evaluate(&plan, material.as_slice(), &labels)
-            && let Ok(got) = session.decode_output(&out.to_blocks())
+            && let Ok(got) = awaiting.decode_output(&out.to_blocks())
         {
             assert_eq!(got, want, "tampered material gave a wrong value that passed the output check");
         }

@@ -114,9 +114,9 @@ impl Write for ChunkWriter<'_> {
 }
 
 /// A connection to a server, agreed on one model.
-pub struct Client<'p, 'n> {
+pub struct Client {
     conn: Conn,
-    plan: &'p Plan<'n>,
+    plan: Plan,
     config: ClientConfig,
     rng: ChaCha20Rng,
     queue: VecDeque<Prepared>,
@@ -126,13 +126,13 @@ pub struct Client<'p, 'n> {
     pub stats: ClientStats,
 }
 
-impl<'p, 'n> Client<'p, 'n> {
+impl Client {
     /// Connects to `addr` and agrees on the model of `plan` (protocol
     /// version, material format, model hash, CRT base). Keys and circuit
     /// ids come from `rng`.
     pub fn connect(
         addr: impl ToSocketAddrs,
-        plan: &'p Plan<'n>,
+        plan: &Plan,
         config: ClientConfig,
         rng: ChaCha20Rng,
     ) -> Result<Self, ProtocolError> {
@@ -150,12 +150,7 @@ impl<'p, 'n> Client<'p, 'n> {
     }
 
     /// [`Client::connect`] over an already connected stream.
-    pub fn over(
-        stream: TcpStream,
-        plan: &'p Plan<'n>,
-        config: ClientConfig,
-        rng: ChaCha20Rng,
-    ) -> Result<Self, ProtocolError> {
+    pub fn over(stream: TcpStream, plan: &Plan, config: ClientConfig, rng: ChaCha20Rng) -> Result<Self, ProtocolError> {
         let mut conn = Conn::new(stream, config.frame_timeout)?;
         let ours = hello_for(plan);
         conn.write(&Message::Hello(ours.clone()))?;
@@ -175,7 +170,7 @@ impl<'p, 'n> Client<'p, 'n> {
         };
         Ok(Client {
             conn,
-            plan,
+            plan: plan.clone(),
             config,
             rng,
             queue: VecDeque::new(),
@@ -248,21 +243,20 @@ impl<'p, 'n> Client<'p, 'n> {
     fn send_circuit(&mut self) -> Result<Prepared, ProtocolError> {
         let mut id: CircuitId = [0; 16];
         self.rng.fill_bytes(&mut id);
-        let bytes = material_bytes(self.plan);
+        let bytes = material_bytes(&self.plan);
         self.stats.offline_bytes += self.conn.write(&Message::MaterialBegin { id, bytes })? as u64;
         let mut w =
             ChunkWriter { conn: &mut self.conn, buf: Vec::with_capacity(MAX_CHUNK_BYTES), written: 0, frame_bytes: 0 };
-        let garbled = engine::garble(self.plan, &mut self.rng, &mut w);
+        let garbled = engine::garble(&self.plan, &mut self.rng, &mut w);
         let session = match garbled {
             Ok(s) => s,
             Err(e) => {
                 // A socket failure surfaces through the writer; report it as such.
-                return Err(match e.downcast_ref::<std::io::Error>() {
-                    Some(io) => ProtocolError::Io {
-                        context: "streaming garbled material",
-                        source: std::io::Error::new(io.kind(), io.to_string()),
-                    },
-                    None => ProtocolError::Engine(format!("garbling: {e:#}")),
+                return Err(match e {
+                    crate::engine::EngineError::Io { source, .. } => {
+                        ProtocolError::Io { context: "streaming garbled material", source }
+                    }
+                    e => ProtocolError::Engine(format!("garbling: {e:#}")),
                 });
             }
         };
@@ -301,7 +295,7 @@ impl<'p, 'n> Client<'p, 'n> {
     fn forward(&mut self, pieces: &Receiver<Piece>) -> Result<Prepared, ProtocolError> {
         let lost = || ProtocolError::Engine("the garbling thread stopped".into());
         let Ok(Piece::Begin(id)) = pieces.recv() else { return Err(lost()) };
-        let bytes = material_bytes(self.plan);
+        let bytes = material_bytes(&self.plan);
         self.stats.offline_bytes += self.conn.write(&Message::MaterialBegin { id, bytes })? as u64;
         let mut sent = 0u64;
         loop {
@@ -338,7 +332,7 @@ impl<'p, 'n> Client<'p, 'n> {
         };
         // `prepared` is dropped at the end of this call whatever happens:
         // its keys never serve a second query.
-        match self.round(&prepared, input) {
+        match self.round(prepared, input) {
             Ok(inf) => {
                 self.stats.inferences += 1;
                 self.stats.online_bytes += inf.online_bytes;
@@ -352,9 +346,9 @@ impl<'p, 'n> Client<'p, 'n> {
         }
     }
 
-    fn round(&mut self, prepared: &Prepared, input: &[i64]) -> Result<Inference, ProtocolError> {
+    fn round(&mut self, prepared: Prepared, input: &[i64]) -> Result<Inference, ProtocolError> {
         let t = Instant::now();
-        let labels = prepared
+        let (labels, awaiting) = prepared
             .session
             .encode_input(input)
             .map_err(|e| ProtocolError::Engine(format!("encoding the input: {e:#}")))?;
@@ -362,7 +356,7 @@ impl<'p, 'n> Client<'p, 'n> {
         drop(labels);
         self.conn.flush()?;
         // Nothing longer than this model's answer (or an error message) is read.
-        let limit = (super::wire::CIRCUIT_ID_BYTES + output_labels(self.plan) * 16).max(super::wire::MAX_ERROR_BYTES);
+        let limit = (super::wire::CIRCUIT_ID_BYTES + output_labels(&self.plan) * 16).max(super::wire::MAX_ERROR_BYTES);
         let answer = self.conn.read_limited(self.config.answer_timeout, limit)?;
         let (id, returned) = match answer {
             Message::Answer { id, labels } => (id, labels),
@@ -373,7 +367,7 @@ impl<'p, 'n> Client<'p, 'n> {
         if id != prepared.id {
             return Err(ProtocolError::WrongCircuit { expected: prepared.id, got: id });
         }
-        let want = output_labels(self.plan);
+        let want = output_labels(&self.plan);
         if returned.len() != want {
             return Err(ProtocolError::WrongSize {
                 what: "output labels",
@@ -381,7 +375,7 @@ impl<'p, 'n> Client<'p, 'n> {
                 got: returned.len() as u64,
             });
         }
-        let output = prepared.session.decode_output(&returned).map_err(|e| {
+        let output = awaiting.decode_output(&returned).map_err(|e| {
             ProtocolError::Verification(format!("{e:#}: an output label is not a valid label of its wire"))
         })?;
         Ok(Inference { circuit: prepared.id, output, online_bytes: sent, online_seconds: t.elapsed().as_secs_f64() })
@@ -463,7 +457,7 @@ pub struct BatchResult {
 /// share the cores with garbling (what to use to measure online latency on
 /// a machine with few cores).
 pub fn run_batch(
-    client: &mut Client<'_, '_>,
+    client: &mut Client,
     inputs: &[Vec<i64>],
     queue: usize,
     overlap: bool,
@@ -476,7 +470,7 @@ pub fn run_batch(
     let depth = queue.clamp(1, client.max_pending());
     let to_garble = inputs.len().saturating_sub(client.queued());
     let mut garbler_rng = ChaCha20Rng::from_rng(&mut client.rng);
-    let plan = client.plan;
+    let plan = client.plan.clone();
     let (tx, rx) = sync_channel::<Piece>(GARBLE_AHEAD_CHUNKS);
     std::thread::scope(|scope| {
         scope.spawn(move || {
@@ -487,8 +481,8 @@ pub fn run_batch(
                     return;
                 }
                 let mut w = PieceWriter { tx: &tx, buf: Vec::with_capacity(MAX_CHUNK_BYTES) };
-                let piece = match engine::garble(plan, &mut garbler_rng, &mut w).and_then(|s| {
-                    w.send()?;
+                let piece = match engine::garble(&plan, &mut garbler_rng, &mut w).and_then(|s| {
+                    w.send().map_err(|source| engine::EngineError::Io { what: "sending garbled material", source })?;
                     Ok(s)
                 }) {
                     Ok(session) => Piece::End(Box::new(session)),
@@ -523,7 +517,7 @@ pub fn run_batch(
 }
 
 fn run_batch_serial(
-    client: &mut Client<'_, '_>,
+    client: &mut Client,
     inputs: &[Vec<i64>],
     queue: usize,
     mut each: impl FnMut(usize, &Inference),
