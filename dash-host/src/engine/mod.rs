@@ -4,9 +4,9 @@
 //! | module | one concept |
 //! |---|---|
 //! | [`plan`] | [`Plan`]: shapes, gadgets, costs and the gate/row [`Layout`] of every layer, shared by both parties |
-//! | [`linear`] | the linear kernels (dense, convolution, sum pooling, residual add) on digit buffers, constant-time |
+//! | `linear` | the linear kernels (dense, convolution, sum pooling, residual add) on digit buffers, constant-time |
 //! | [`lanes`] | [`LaneWire`] and the [`Lanes`] backend: one gadget run for a run of elements |
-//! | [`driver`] | the one layer walk both parties run, and the CPU gate handlers of each party |
+//! | `driver` | the one layer walk both parties run, and the CPU gate handlers of each party |
 //! | [`garbler`] | [`garble`] → [`GarblerSession`] → [`AwaitingAnswer`]: single-use keys |
 //! | [`evaluator`] | [`EvaluatorSession`]: header checks, then the layers on the CPU or a device |
 //! | [`error`] | [`EngineError`], the errors callers match |
@@ -15,7 +15,7 @@
 //!
 //! * **Linear layers** (dense, convolution, sum pooling, residual add,
 //!   bias) cost nothing: per residue, integer arithmetic mod `p` on label
-//!   digits ([`linear`]).
+//!   digits (`linear`).
 //! * **Non-linear layers** (ReLU, sign, max pooling, rescale) run a
 //!   `dash-core` gadget per output element. A gadget's cost does not depend
 //!   on data, so element `e` owns the gate identifiers `first_gate + e·g ..`
@@ -41,12 +41,12 @@
 //! once); [`AwaitingAnswer::decode_output`] verifies every returned label
 //! and fails closed with [`EngineError::Authenticity`].
 
-pub mod driver;
+mod driver;
 pub mod error;
 pub mod evaluator;
 pub mod garbler;
 pub mod lanes;
-pub mod linear;
+mod linear;
 pub mod plan;
 
 pub use driver::LANES;
