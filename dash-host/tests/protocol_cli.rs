@@ -29,7 +29,7 @@ impl Drop for ServerProcess {
 
 fn serve(extra: &[&str]) -> ServerProcess {
     let mut child = dashgc()
-        .args(["serve", "--listen", "127.0.0.1:0", "--model", MODEL])
+        .args(["serve", "--listen", "127.0.0.1:0", "--model", MODEL, "--insecure-plaintext"])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -43,7 +43,18 @@ fn serve(extra: &[&str]) -> ServerProcess {
 
 fn query(addr: &str, limit: usize) -> serde_json::Value {
     let out = dashgc()
-        .args(["query", "--server", addr, "--model", MODEL, "--mnist", IMAGES, LABELS, "--json"])
+        .args([
+            "query",
+            "--server",
+            addr,
+            "--model",
+            MODEL,
+            "--mnist",
+            IMAGES,
+            LABELS,
+            "--json",
+            "--insecure-plaintext",
+        ])
         .args(["--limit", &limit.to_string()])
         .output()
         .unwrap();
@@ -92,7 +103,7 @@ fn a_killed_client_and_a_wrong_model_leave_the_server_serving() {
     // A client killed while it streams material and queries.
     let mut victim = dashgc()
         .args(["query", "--server", &server.addr, "--model", MODEL, "--mnist", IMAGES, LABELS])
-        .args(["--limit", "500", "--queue", "8"])
+        .args(["--limit", "500", "--queue", "8", "--insecure-plaintext"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -106,7 +117,7 @@ fn a_killed_client_and_a_wrong_model_leave_the_server_serving() {
     // A client with another quantisation of the model is refused, clearly.
     let out = dashgc()
         .args(["query", "--server", &server.addr, "--model", MODEL, "--mnist", IMAGES, LABELS])
-        .args(["--limit", "1", "--activation-bits", "8"])
+        .args(["--limit", "1", "--activation-bits", "8", "--insecure-plaintext"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -142,7 +153,7 @@ fn query_reads_raw_pgm_and_png_images() {
     let want = local_predictions(1)[0];
     for file in [&raw, &pgm, &png_path] {
         let out = dashgc()
-            .args(["query", "--server", &server.addr, "--model", MODEL, "--json", "--input"])
+            .args(["query", "--server", &server.addr, "--model", MODEL, "--json", "--insecure-plaintext", "--input"])
             .arg(file)
             .output()
             .unwrap();
