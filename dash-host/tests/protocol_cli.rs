@@ -167,3 +167,35 @@ fn query_reads_raw_pgm_and_png_images() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn serve_and_query_refuse_to_run_without_tls_unless_told_and_token_hash_prints_a_token_line() {
+    // Neither TLS nor --insecure-plaintext: both commands refuse to start.
+    let out = dashgc().args(["serve", "--listen", "127.0.0.1:0", "--model", MODEL]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = dashgc().args(["query", "--server", "127.0.0.1:1", "--model", MODEL, "--input", MODEL]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ca-file"), "{}", String::from_utf8_lossy(&out.stderr));
+    // The token file line for a token on standard input: its SHA-256, never the token.
+    let token = "0123456789abcdef0123456789abcdef";
+    let mut child = dashgc()
+        .args(["token-hash", "--name", "client-a"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), format!("{token}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(line.trim(), format!("client-a {}", dash_host::protocol::auth::token_hash_hex(token.as_bytes())));
+    assert!(!line.contains(token));
+    let store = dash_host::protocol::auth::TokenStore::parse(&line).unwrap();
+    assert_eq!(store.check(token.as_bytes()), Some("client-a"));
+    // A short token is refused.
+    let mut child =
+        dashgc().args(["token-hash", "--name", "x"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"short\n").unwrap();
+    assert!(!child.wait().unwrap().success());
+}

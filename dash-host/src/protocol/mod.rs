@@ -2,12 +2,18 @@
 //! evaluates, one online round per inference.
 //!
 //! * [`wire`]: versioned, length-prefixed frames and their messages.
-//! * [`server`]: the evaluator as a TCP server (`dashgc serve`).
-//! * [`client`]: the garbler as a TCP client (`dashgc query`).
+//! * [`server`]: the evaluator as a server (`dashgc serve`).
+//! * [`client`]: the garbler as a client (`dashgc query`).
+//! * [`transport`]: the byte streams both run over (TCP, in memory) and
+//!   [`sanitize`] for peer text; [`tls`]: TLS 1.3 with rustls.
+//! * [`auth`]: bearer tokens and per-client limits; [`metrics`]: counters,
+//!   `/metrics`, `/healthz`, `/readyz`.
 //! * [`input`]: query images from raw bytes, PGM or PNG files.
 //!
 //! # The sequence
 //!
+//! 0. **Authentication.** A TLS client certificate, and/or an `Auth` frame
+//!    with a bearer token before the hello, when the server requires them.
 //! 1. **Agreement.** The client sends [`wire::Hello`] (protocol version,
 //!    material format version, model hash, CRT primes); the server answers
 //!    with its own in a `Welcome`, or an `Error` if anything differs. The
@@ -171,6 +177,11 @@ impl ProtocolError {
     /// An I/O error, with timeouts as [`ProtocolError::Timeout`] and an
     /// unexpected end as [`ProtocolError::Truncated`].
     pub fn io(context: &'static str, source: io::Error) -> ProtocolError {
+        // rustls reports a TLS failure (an alert received, a bad record) as
+        // InvalidData with its own error inside: that is not retriable.
+        if source.kind() == io::ErrorKind::InvalidData && source.get_ref().is_some_and(|e| e.is::<rustls::Error>()) {
+            return ProtocolError::Tls(format!("{source} (at {context})"));
+        }
         match source.kind() {
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ProtocolError::Timeout { context },
             io::ErrorKind::UnexpectedEof => ProtocolError::Truncated { context },

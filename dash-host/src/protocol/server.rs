@@ -216,7 +216,8 @@ impl<'a> Service<'a> {
             }
         };
         let peer = conn.peer();
-        let mut who = String::new();
+        // Until the client has authenticated and agreed.
+        let mut who = String::from("-");
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.session(&mut conn, &mut who)));
         match result {
             Ok(Ok(served)) => info!(peer = %peer, client = %who, served, "connection done"),
