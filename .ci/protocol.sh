@@ -13,7 +13,7 @@ images=data/mnist/t10k-images-idx3-ubyte.gz
 labels=data/mnist/t10k-labels-idx1-ubyte.gz
 
 out_dir="$(mktemp -d)"
-"$dashgc" serve --listen 127.0.0.1:0 --model "$model" --timeout-secs 30 >"$out_dir/serve.out" 2>"$out_dir/serve.err" &
+"$dashgc" serve --listen 127.0.0.1:0 --model "$model" --timeout-secs 30 --insecure-plaintext >"$out_dir/serve.out" 2>"$out_dir/serve.err" &
 server_pid=$!
 cleanup() { kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; rm -rf "$out_dir"; }
 trap cleanup EXIT
@@ -26,7 +26,7 @@ addr="$(head -n 1 "$out_dir/serve.out" | sed -n 's/^listening on //p')"
 [ -n "$addr" ] || { echo "dashgc serve did not report its address" >&2; cat "$out_dir/serve.err" >&2; exit 1; }
 echo "server listening on $addr"
 
-"$dashgc" query --server "$addr" --model "$model" --mnist "$images" "$labels" --limit 20 --queue 4 --json \
+"$dashgc" query --server "$addr" --model "$model" --insecure-plaintext --mnist "$images" "$labels" --limit 20 --queue 4 --json \
     | tee "$out_dir/query.out"
 tail -n 1 "$out_dir/query.out" | python3 -c '
 import json, sys

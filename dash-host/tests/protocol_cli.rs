@@ -29,7 +29,7 @@ impl Drop for ServerProcess {
 
 fn serve(extra: &[&str]) -> ServerProcess {
     let mut child = dashgc()
-        .args(["serve", "--listen", "127.0.0.1:0", "--model", MODEL])
+        .args(["serve", "--listen", "127.0.0.1:0", "--model", MODEL, "--insecure-plaintext"])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -43,7 +43,18 @@ fn serve(extra: &[&str]) -> ServerProcess {
 
 fn query(addr: &str, limit: usize) -> serde_json::Value {
     let out = dashgc()
-        .args(["query", "--server", addr, "--model", MODEL, "--mnist", IMAGES, LABELS, "--json"])
+        .args([
+            "query",
+            "--server",
+            addr,
+            "--model",
+            MODEL,
+            "--mnist",
+            IMAGES,
+            LABELS,
+            "--json",
+            "--insecure-plaintext",
+        ])
         .args(["--limit", &limit.to_string()])
         .output()
         .unwrap();
@@ -92,7 +103,7 @@ fn a_killed_client_and_a_wrong_model_leave_the_server_serving() {
     // A client killed while it streams material and queries.
     let mut victim = dashgc()
         .args(["query", "--server", &server.addr, "--model", MODEL, "--mnist", IMAGES, LABELS])
-        .args(["--limit", "500", "--queue", "8"])
+        .args(["--limit", "500", "--queue", "8", "--insecure-plaintext"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -106,7 +117,7 @@ fn a_killed_client_and_a_wrong_model_leave_the_server_serving() {
     // A client with another quantisation of the model is refused, clearly.
     let out = dashgc()
         .args(["query", "--server", &server.addr, "--model", MODEL, "--mnist", IMAGES, LABELS])
-        .args(["--limit", "1", "--activation-bits", "8"])
+        .args(["--limit", "1", "--activation-bits", "8", "--insecure-plaintext"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -142,7 +153,7 @@ fn query_reads_raw_pgm_and_png_images() {
     let want = local_predictions(1)[0];
     for file in [&raw, &pgm, &png_path] {
         let out = dashgc()
-            .args(["query", "--server", &server.addr, "--model", MODEL, "--json", "--input"])
+            .args(["query", "--server", &server.addr, "--model", MODEL, "--json", "--insecure-plaintext", "--input"])
             .arg(file)
             .output()
             .unwrap();
@@ -155,4 +166,36 @@ fn query_reads_raw_pgm_and_png_images() {
         assert_eq!(v["predictions"][0].as_u64().unwrap(), want, "{}", file.display());
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn serve_and_query_refuse_to_run_without_tls_unless_told_and_token_hash_prints_a_token_line() {
+    // Neither TLS nor --insecure-plaintext: both commands refuse to start.
+    let out = dashgc().args(["serve", "--listen", "127.0.0.1:0", "--model", MODEL]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = dashgc().args(["query", "--server", "127.0.0.1:1", "--model", MODEL, "--input", MODEL]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ca-file"), "{}", String::from_utf8_lossy(&out.stderr));
+    // The token file line for a token on standard input: its SHA-256, never the token.
+    let token = "0123456789abcdef0123456789abcdef";
+    let mut child = dashgc()
+        .args(["token-hash", "--name", "client-a"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), format!("{token}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(line.trim(), format!("client-a {}", dash_host::protocol::auth::token_hash_hex(token.as_bytes())));
+    assert!(!line.contains(token));
+    let store = dash_host::protocol::auth::TokenStore::parse(&line).unwrap();
+    assert_eq!(store.check(token.as_bytes()), Some("client-a"));
+    // A short token is refused.
+    let mut child =
+        dashgc().args(["token-hash", "--name", "x"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"short\n").unwrap();
+    assert!(!child.wait().unwrap().success());
 }

@@ -7,12 +7,17 @@
 //!   verify, tamper).
 //! * `dashgc run --model FILE --mnist IMAGES LABELS [--limit N] [--json]`:
 //!   the same on a given model file (ONNX or the JSON format) and IDX files.
-//! * `dashgc serve --listen ADDR --model FILE`: the evaluator as a server
-//!   (first line of standard output: `listening on ADDR`).
-//! * `dashgc query --server ADDR --model FILE (--input IMAGE | --mnist
-//!   IMAGES LABELS [--limit N]) [--queue N] [--json]`: the garbler as a
+//! * `dashgc serve --listen ADDR --model FILE (--tls-cert PEM --tls-key PEM
+//!   | --insecure-plaintext) [--client-ca PEM] [--token-file FILE]
+//!   [--metrics ADDR]`: the evaluator as a server (first line of standard
+//!   output: `listening on ADDR`).
+//! * `dashgc query --server ADDR --model FILE (--ca-file PEM | --pin-cert
+//!   PEM | --insecure-plaintext) (--input IMAGE | --mnist IMAGES LABELS
+//!   [--limit N]) [--queue N] [--retries N] [--json]`: the garbler as a
 //!   client: circuits garbled and streamed ahead, one verified online round
-//!   per image.
+//!   per image; a dropped connection is retried with backoff.
+//! * `dashgc token-hash`: the line of a server's token file for a token
+//!   read from standard input.
 //! * `dashgc bench [--quick] [--json]`: single-threaded micro-benchmarks,
 //!   each also given as a ratio to the AES block time of the same run.
 
@@ -53,6 +58,16 @@ enum Command {
     /// Print what each gadget costs (ciphertexts, bytes, moduli), counted by
     /// running it on the cost-counting backend.
     Costs(CostsArgs),
+    /// Read a bearer token from standard input and print the line of a
+    /// server's token file (`NAME SHA256`) for it.
+    TokenHash(TokenHashArgs),
+}
+
+#[derive(Args)]
+struct TokenHashArgs {
+    /// The client's name in the server's logs and per-client limits.
+    #[arg(long)]
+    name: String,
 }
 
 #[derive(Args)]
@@ -145,9 +160,52 @@ struct ServeArgs {
     /// Garbled material held over all connections, in MiB.
     #[arg(long, default_value_t = 4096)]
     max_spool_mib: u64,
-    /// Seconds a frame may take to arrive (and the longest silence).
+    /// Seconds a frame may take to arrive (also the budget of the TLS
+    /// handshake, and of authentication and agreement).
     #[arg(long, default_value_t = 60)]
     timeout_secs: u64,
+    /// Idle budget: seconds a connection may go without a message outside
+    /// a circuit's upload.
+    #[arg(long, default_value_t = 60)]
+    idle_secs: u64,
+    /// Time budget of one circuit's upload, in seconds.
+    #[arg(long, default_value_t = 300)]
+    circuit_secs: u64,
+    /// The server's certificate chain (PEM): serve over TLS.
+    #[arg(long, requires = "tls_key", required_unless_present = "insecure_plaintext")]
+    tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by a CA of this file (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Require a bearer token listed (as `NAME SHA256HEX`) in this file.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Serve plain TCP, without TLS (loopback tests, or behind a
+    /// TLS-terminating proxy on the same host).
+    #[arg(long, conflicts_with_all = ["tls_cert", "client_ca"])]
+    insecure_plaintext: bool,
+    /// Per client: circuits held at once, over all its connections.
+    #[arg(long, default_value_t = 64)]
+    client_max_circuits: usize,
+    /// Per client: garbled material held at once, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    client_max_spool_mib: u64,
+    /// Per client: circuits started in any minute.
+    #[arg(long, default_value_t = 6000)]
+    client_circuits_per_minute: u32,
+    /// Per client: connections open at once.
+    #[arg(long, default_value_t = 8)]
+    client_max_connections: usize,
+    /// Serve Prometheus metrics (`/metrics`) and health checks (`/healthz`,
+    /// `/readyz`) over HTTP on this address (keep it internal).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    log_level: String,
 }
 
 #[derive(Args)]
@@ -185,6 +243,40 @@ struct QueryArgs {
     /// Seconds to wait for a frame (an answer may take up to ten times this).
     #[arg(long, default_value_t = 60)]
     timeout_secs: u64,
+    /// Verify the server against the CA certificates of this file (PEM).
+    #[arg(long, conflicts_with = "pin_cert", required_unless_present_any = ["pin_cert", "insecure_plaintext"])]
+    ca_file: Option<PathBuf>,
+    /// Accept exactly this server certificate (PEM), whatever its name and
+    /// signer.
+    #[arg(long)]
+    pin_cert: Option<PathBuf>,
+    /// The name the server's certificate must carry (default: the host of
+    /// --server).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Our certificate chain (PEM), for servers that require client
+    /// certificates.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// Our private key (PEM).
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// A file whose first line is our bearer token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Plain TCP, without TLS (loopback tests).
+    #[arg(long, conflicts_with_all = ["ca_file", "pin_cert", "client_cert"])]
+    insecure_plaintext: bool,
+    /// Reconnect this many times after a dropped connection, a timeout or
+    /// a busy server (with exponential backoff), going on from the first
+    /// image not yet verified; the count starts again after progress.
+    /// Failed verification is never retried.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
+    /// First backoff before a retry, in milliseconds (doubled each time, at
+    /// most 10 s, with jitter).
+    #[arg(long, default_value_t = 200)]
+    retry_backoff_ms: u64,
 }
 
 #[derive(Args)]
@@ -368,9 +460,28 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn init_logs(level: &str) -> anyhow::Result<()> {
+    let level: tracing::Level =
+        level.parse().map_err(|_| anyhow::anyhow!("--log-level {level}: error, warn, info, debug or trace"))?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+    Ok(())
+}
+
 fn run_serve(args: ServeArgs) -> anyhow::Result<bool> {
     use anyhow::Context;
     use std::io::Write;
+    use std::sync::Arc;
+    init_logs(&args.log_level)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(protocol::tls::server_config_from_files(cert, key, args.client_ca.as_deref())?),
+        _ => None,
+    };
+    let tokens = args.token_file.as_deref().map(protocol::auth::TokenStore::load).transpose()?.map(Arc::new);
     let (_, q) = quantised(&args.model, args.activation_bits)?;
     let plan = dash_host::engine::Plan::new(&q.network).context("planning the garbled circuit")?;
     let server =
@@ -386,14 +497,101 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<bool> {
         protocol::material_bytes(&plan),
         protocol::online_bytes(&plan)
     );
+    let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
     let config = protocol::server::ServerConfig {
         max_connections: args.max_connections.max(1),
         max_pending: args.max_pending.max(1),
         max_spool_bytes: args.max_spool_mib.saturating_mul(1 << 20),
-        frame_timeout: std::time::Duration::from_secs(args.timeout_secs.max(1)),
+        frame_timeout: secs(args.timeout_secs),
+        idle_timeout: secs(args.idle_secs),
+        circuit_timeout: secs(args.circuit_secs),
+        tls,
+        tokens,
+        client_limits: protocol::auth::ClientLimits {
+            max_circuits: args.client_max_circuits.max(1),
+            max_bytes: args.client_max_spool_mib.saturating_mul(1 << 20),
+            circuits_per_minute: args.client_circuits_per_minute.max(1),
+            max_connections: args.client_max_connections.max(1),
+        },
         ..Default::default()
     };
-    server.serve(&plan, &config)
+    tracing::info!(
+        tls = config.tls.is_some(),
+        client_certificates = args.client_ca.is_some(),
+        tokens = config.tokens.as_ref().map_or(0, |t| t.len()),
+        "serving on {addr}"
+    );
+    if config.tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            "serving plain TCP on a non-loopback address: anyone on the path sees and can alter the traffic"
+        );
+    }
+    if config.tokens.is_none() && args.client_ca.is_none() {
+        tracing::warn!("no client authentication (--token-file, --client-ca): any peer may have circuits evaluated");
+    }
+    let service = protocol::server::Service::new(&plan, config);
+    if let Some(m) = &args.metrics {
+        let listener = std::net::TcpListener::bind(m).with_context(|| format!("cannot listen on {m} for metrics"))?;
+        println!("metrics on {}", listener.local_addr()?);
+        std::io::stdout().flush()?;
+        let metrics = service.metrics().clone();
+        std::thread::Builder::new()
+            .name("dashgc-metrics".into())
+            .spawn(move || protocol::metrics::serve_http(listener, metrics))?;
+    }
+    server.run(&service)
+}
+
+fn run_token_hash(args: TokenHashArgs) -> anyhow::Result<bool> {
+    use std::io::Read;
+    let mut raw = zeroize::Zeroizing::new(Vec::new());
+    std::io::stdin().read_to_end(&mut raw)?;
+    let line = raw.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let token = protocol::auth::Token::new(line);
+    anyhow::ensure!(
+        (protocol::auth::MIN_TOKEN_BYTES..=protocol::auth::MAX_TOKEN_BYTES).contains(&token.bytes().len()),
+        "a token has {} to {} bytes",
+        protocol::auth::MIN_TOKEN_BYTES,
+        protocol::auth::MAX_TOKEN_BYTES
+    );
+    anyhow::ensure!(!args.name.is_empty() && !args.name.contains(char::is_whitespace), "--name: one word");
+    println!("{} {}", args.name, protocol::auth::token_hash_hex(token.bytes()));
+    Ok(true)
+}
+
+/// The client's TLS settings and token from the query arguments.
+fn client_credentials(
+    args: &QueryArgs,
+) -> anyhow::Result<(Option<protocol::tls::ClientTls>, Option<protocol::auth::Token>)> {
+    use protocol::tls::{ClientTls, ServerTrust, load_certs, load_key};
+    let token = args.token_file.as_deref().map(protocol::auth::Token::from_file).transpose()?;
+    if args.insecure_plaintext {
+        return Ok((None, token));
+    }
+    let trust = match (&args.ca_file, &args.pin_cert) {
+        (Some(ca), _) => ServerTrust::Ca(load_certs(ca)?),
+        (None, Some(pin)) => ServerTrust::Pinned(
+            load_certs(pin)?.into_iter().next().ok_or_else(|| anyhow::anyhow!("no certificate in --pin-cert"))?,
+        ),
+        (None, None) => anyhow::bail!("give --ca-file or --pin-cert (or --insecure-plaintext on loopback)"),
+    };
+    let name = match &args.server_name {
+        Some(n) => n.clone(),
+        None => server_host(&args.server).to_string(),
+    };
+    let client_cert = match (&args.client_cert, &args.client_key) {
+        (Some(c), Some(k)) => Some((load_certs(c)?, load_key(k)?)),
+        _ => None,
+    };
+    Ok((Some(ClientTls::new(trust, &name, client_cert)?), token))
+}
+
+/// The host of `HOST:PORT` or `[V6]:PORT`.
+fn server_host(server: &str) -> &str {
+    if let Some(rest) = server.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    server.rsplit_once(':').map_or(server, |(h, _)| h)
 }
 
 fn run_query(args: QueryArgs) -> anyhow::Result<bool> {
@@ -435,41 +633,91 @@ fn query(args: QueryArgs) -> anyhow::Result<bool> {
     };
     let inputs: Vec<Vec<i64>> = images.iter().map(|im| im.iter().map(|&p| p as i64).collect()).collect();
     let timeout = std::time::Duration::from_secs(args.timeout_secs.max(1));
-    let config = ClientConfig { frame_timeout: timeout, answer_timeout: timeout * 10 };
-    let mut client = Client::connect(&args.server, &plan, config, rng::os_seeded()?)
-        .with_context(|| format!("connecting to {}", args.server))?;
-    eprintln!(
-        "dashgc query: agreed with {} on model hash {}; {} images, {} circuits queued ahead",
-        args.server,
-        hex(&plan.model_hash()),
-        inputs.len(),
-        args.queue.clamp(1, client.max_pending())
-    );
+    let (tls, token) = client_credentials(&args)?;
+    let config = ClientConfig { frame_timeout: timeout, answer_timeout: timeout * 10, tls, token };
     let mut predictions = Vec::with_capacity(inputs.len());
+    let mut online_ms: Vec<f64> = Vec::with_capacity(inputs.len());
     let mut equals_plain = true;
-    let batch = run_batch(&mut client, &inputs, args.queue, !args.serial_offline, |i, inf| {
-        let p = model::argmax(&inf.output);
-        let plain = q.network.eval_plain(&inputs[i]).ok();
-        equals_plain &= plain.as_deref() == Some(inf.output.as_slice());
-        let label = labels.as_ref().map(|l| format!("label {}  ", l[i])).unwrap_or_default();
-        let line = format!(
-            "image {i:>5}  {label}prediction {p}  verified  online {:.2} ms, {} bytes",
-            inf.online_seconds * 1e3,
-            inf.online_bytes
-        );
-        if args.json {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
+    let mut stats = protocol::client::ClientStats::default();
+    let mut queue_used = args.queue.max(1);
+    let mut failures_in_a_row = 0u32;
+    let mut reconnects = 0u32;
+    let mut jitter = rng::os_seeded()?;
+    // Each attempt: a new connection, new circuits (fresh keys), on from the
+    // first image not yet verified. Nothing unverified is ever kept.
+    while predictions.len() < inputs.len() {
+        let start = predictions.len();
+        let attempt = Client::connect(&args.server, &plan, config.clone(), rng::os_seeded()?).and_then(|mut client| {
+            eprintln!(
+                "dashgc query: agreed with {} on model hash {}; {} images to go, {} circuits queued ahead",
+                args.server,
+                hex(&plan.model_hash()),
+                inputs.len() - start,
+                args.queue.clamp(1, client.max_pending())
+            );
+            let batch = run_batch(&mut client, &inputs[start..], args.queue, !args.serial_offline, |j, inf| {
+                let i = start + j;
+                let p = model::argmax(&inf.output);
+                let plain = q.network.eval_plain(&inputs[i]).ok();
+                equals_plain &= plain.as_deref() == Some(inf.output.as_slice());
+                let label = labels.as_ref().map(|l| format!("label {}  ", l[i])).unwrap_or_default();
+                let line = format!(
+                    "image {i:>5}  {label}prediction {p}  verified  online {:.2} ms, {} bytes",
+                    inf.online_seconds * 1e3,
+                    inf.online_bytes
+                );
+                if args.json {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
+                predictions.push(p);
+                online_ms.push(inf.online_seconds * 1e3);
+            });
+            let s = &client.stats;
+            stats.circuits += s.circuits;
+            stats.offline_bytes += s.offline_bytes;
+            stats.offline_seconds += s.offline_seconds;
+            stats.inferences += s.inferences;
+            stats.online_bytes += s.online_bytes;
+            stats.online_seconds += s.online_seconds;
+            let batch = batch?;
+            queue_used = batch.queue;
+            client.close().map(|_| ())
+        });
+        match attempt {
+            Ok(()) => {}
+            Err(e) => {
+                if predictions.len() > start {
+                    failures_in_a_row = 0;
+                }
+                if !e.is_retriable() || failures_in_a_row >= args.retries {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "querying {} ({} of {} images verified before)",
+                        args.server,
+                        predictions.len(),
+                        inputs.len()
+                    )));
+                }
+                failures_in_a_row += 1;
+                reconnects += 1;
+                let base = args.retry_backoff_ms.saturating_mul(1 << (failures_in_a_row - 1).min(10)).min(10_000);
+                let wait = base / 2 + rand_core::Rng::next_u64(&mut jitter) % (base / 2 + 1);
+                eprintln!(
+                    "dashgc query: {e}; {} of {} images verified; reconnecting in {wait} ms (retry {failures_in_a_row} of {})",
+                    predictions.len(),
+                    inputs.len(),
+                    args.retries
+                );
+                std::thread::sleep(std::time::Duration::from_millis(wait));
+            }
         }
-        predictions.push(p);
-    })?;
-    let stats = client.close()?;
+    }
     let n = predictions.len();
     let accuracy = labels
         .as_ref()
         .map(|l| predictions.iter().zip(l).filter(|(p, l)| **p == **l as usize).count() as f64 / n as f64);
-    let mut ms: Vec<f64> = batch.inferences.iter().map(|i| i.online_seconds * 1e3).collect();
+    let mut ms = online_ms;
     ms.sort_by(f64::total_cmp);
     let median_ms = ms[ms.len() / 2];
     let summary = serde_json::json!({
@@ -487,7 +735,8 @@ fn query(args: QueryArgs) -> anyhow::Result<bool> {
         "offline_bytes": stats.offline_bytes,
         "offline_bytes_per_image": stats.offline_bytes / n as u64,
         "offline_seconds": stats.offline_seconds,
-        "queue": batch.queue,
+        "queue": queue_used,
+        "reconnects": reconnects,
         "garbling_overlaps_rounds": !args.serial_offline,
         "model_hash": hex(&plan.model_hash()),
         "crt_moduli": q.primes(),
@@ -523,6 +772,7 @@ fn main() -> ExitCode {
         Command::Costs(args) => run_costs(args),
         Command::Serve(args) => run_serve(args),
         Command::Query(args) => run_query(args),
+        Command::TokenHash(args) => run_token_hash(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -8,6 +8,9 @@
 //! are dropped (and zeroised) after its one query, whatever the outcome,
 //! so a circuit is never queried twice.
 
+use super::auth::Token;
+use super::tls::{ClientTls, TlsClientStream};
+use super::transport::Transport;
 use super::wire::{CircuitId, MAX_CHUNK_BYTES, Message};
 use super::{Conn, ProtocolError, check_agreement, hello_for, material_bytes, output_labels};
 use crate::engine::{self, GarblerSession, Plan};
@@ -19,18 +22,27 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
-/// Timeouts of a client.
+/// Timeouts and credentials of a client.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// Connecting, and every frame but the answer.
+    /// Connecting (TLS handshake included), and every frame but the answer.
     pub frame_timeout: Duration,
     /// Waiting for an answer (the server evaluates in between).
     pub answer_timeout: Duration,
+    /// TLS settings; `None`: plain TCP (`--insecure-plaintext`).
+    pub tls: Option<ClientTls>,
+    /// A bearer token, sent before the hello.
+    pub token: Option<Token>,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { frame_timeout: Duration::from_secs(60), answer_timeout: Duration::from_secs(600) }
+        ClientConfig {
+            frame_timeout: Duration::from_secs(60),
+            answer_timeout: Duration::from_secs(600),
+            tls: None,
+            token: None,
+        }
     }
 }
 
@@ -108,8 +120,10 @@ impl Write for ChunkWriter<'_> {
         Ok(n)
     }
 
+    /// Chunks are full-size except the last: a flush sends nothing (the
+    /// last chunk goes out when the garbler is done).
     fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
+        Ok(())
     }
 }
 
@@ -141,19 +155,41 @@ impl Client {
         let mut last =
             ProtocolError::Io { context: "resolving the server address", source: std::io::Error::other("no address") };
         for a in addrs {
-            match TcpStream::connect_timeout(&a, config.frame_timeout) {
-                Ok(s) => return Client::over(s, plan, config, rng),
-                Err(e) => last = ProtocolError::io("connecting to the server", e),
-            }
+            let deadline = Instant::now() + config.frame_timeout;
+            let stream = match TcpStream::connect_timeout(&a, config.frame_timeout) {
+                Ok(s) => s,
+                Err(e) => {
+                    last = ProtocolError::io("connecting to the server", e);
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            return match &config.tls {
+                Some(tls) => {
+                    let t = TlsClientStream::connect(tls, stream, deadline)?;
+                    Client::over(t, plan, config, rng)
+                }
+                None => Client::over(stream, plan, config, rng),
+            };
         }
         Err(last)
     }
 
-    /// [`Client::connect`] over an already connected stream.
-    pub fn over(stream: TcpStream, plan: &Plan, config: ClientConfig, rng: ChaCha20Rng) -> Result<Self, ProtocolError> {
-        let mut conn = Conn::new(stream, config.frame_timeout)?;
+    /// [`Client::connect`] over an already connected transport (TLS, if
+    /// any, already set up: `config.tls` is not used).
+    pub fn over(
+        transport: impl Transport + 'static,
+        plan: &Plan,
+        config: ClientConfig,
+        rng: ChaCha20Rng,
+    ) -> Result<Self, ProtocolError> {
+        let mut conn = Conn::new(transport, config.frame_timeout)?;
         let ours = hello_for(plan);
+        if let Some(token) = &config.token {
+            conn.write(&Message::Auth(token.clone()))?;
+        }
         conn.write(&Message::Hello(ours.clone()))?;
+        conn.flush()?;
         let max_pending = match conn.read_within(config.frame_timeout)? {
             Message::Welcome { hello, max_pending } => {
                 check_agreement(&ours, &hello)?;
@@ -165,7 +201,7 @@ impl Client {
                 }
                 max_pending as usize
             }
-            Message::Error(s) => return Err(ProtocolError::Remote(s)),
+            Message::Error(s) => return Err(ProtocolError::remote(&s)),
             other => return Err(ProtocolError::Unexpected { expected: "welcome", got: other.kind() }),
         };
         Ok(Client {
@@ -206,7 +242,7 @@ impl Client {
         if let ProtocolError::Io { .. } = e
             && let Ok(Message::Error(s)) = self.conn.read_within(Duration::from_secs(1))
         {
-            return ProtocolError::Remote(s);
+            return ProtocolError::remote(&s);
         }
         e
     }
@@ -269,6 +305,7 @@ impl Client {
         }
         self.stats.offline_bytes += w.frame_bytes;
         self.stats.offline_bytes += self.conn.write(&Message::MaterialEnd { id })? as u64;
+        self.conn.flush()?;
         Ok(Prepared { id, session })
     }
 
@@ -311,6 +348,7 @@ impl Client {
                         )));
                     }
                     self.stats.offline_bytes += self.conn.write(&Message::MaterialEnd { id })? as u64;
+                    self.conn.flush()?;
                     return Ok(Prepared { id, session: *session });
                 }
                 Piece::Failed(e) => return Err(ProtocolError::Engine(format!("garbling: {e}"))),
@@ -360,7 +398,7 @@ impl Client {
         let answer = self.conn.read_limited(self.config.answer_timeout, limit)?;
         let (id, returned) = match answer {
             Message::Answer { id, labels } => (id, labels),
-            Message::Error(s) => return Err(ProtocolError::Remote(s)),
+            Message::Error(s) => return Err(ProtocolError::remote(&s)),
             other => return Err(ProtocolError::Unexpected { expected: "answer", got: other.kind() }),
         };
         sent += (super::wire::FRAME_HEADER_BYTES + super::wire::CIRCUIT_ID_BYTES + returned.len() * 16) as u64;
@@ -385,6 +423,7 @@ impl Client {
     pub fn close(mut self) -> Result<ClientStats, ProtocolError> {
         if !self.failed {
             self.conn.write(&Message::Bye)?;
+            self.conn.flush()?;
         }
         self.conn.shutdown();
         Ok(self.stats.clone())
@@ -425,8 +464,9 @@ impl Write for PieceWriter<'_> {
         Ok(n)
     }
 
+    /// See [`ChunkWriter`]'s: the last chunk is sent when garbling ends.
     fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
+        Ok(())
     }
 }
 

@@ -2,12 +2,18 @@
 //! evaluates, one online round per inference.
 //!
 //! * [`wire`]: versioned, length-prefixed frames and their messages.
-//! * [`server`]: the evaluator as a TCP server (`dashgc serve`).
-//! * [`client`]: the garbler as a TCP client (`dashgc query`).
+//! * [`server`]: the evaluator as a server (`dashgc serve`).
+//! * [`client`]: the garbler as a client (`dashgc query`).
+//! * [`transport`]: the byte streams both run over (TCP, in memory) and
+//!   [`sanitize`] for peer text; [`tls`]: TLS 1.3 with rustls.
+//! * [`auth`]: bearer tokens and per-client limits; [`metrics`]: counters,
+//!   `/metrics`, `/healthz`, `/readyz`.
 //! * [`input`]: query images from raw bytes, PGM or PNG files.
 //!
 //! # The sequence
 //!
+//! 0. **Authentication.** A TLS client certificate, and/or an `Auth` frame
+//!    with a bearer token before the hello, when the server requires them.
 //! 1. **Agreement.** The client sends [`wire::Hello`] (protocol version,
 //!    material format version, model hash, CRT primes); the server answers
 //!    with its own in a `Welcome`, or an `Error` if anything differs. The
@@ -28,15 +34,19 @@
 //! the server sees the material (with the evaluator's one-labels) and one
 //! label per input wire, as in the single-process engine.
 
+pub mod auth;
 pub mod client;
 pub mod input;
+pub mod metrics;
 pub mod server;
+pub mod tls;
+pub mod transport;
 pub mod wire;
 
 use crate::engine::Plan;
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io::{self, Read};
 use std::time::{Duration, Instant};
+pub use transport::{Transport, sanitize};
 use wire::{CircuitId, Hello, MessageKind};
 
 /// Everything that can go wrong between client and server.
@@ -120,9 +130,15 @@ pub enum ProtocolError {
         /// The size received.
         got: u64,
     },
-    /// A server limit was reached (connections, pending circuits, memory).
+    /// A server limit was reached (connections, pending circuits, memory,
+    /// a per-client limit).
     Limit(String),
-    /// The peer gave up and said why.
+    /// The client did not authenticate (no token, an unknown token).
+    Auth(String),
+    /// TLS failed: a certificate was refused, or the TLS settings are wrong.
+    Tls(String),
+    /// The peer gave up and said why (the text is sanitised: see
+    /// [`ProtocolError::remote`]).
     Remote(String),
     /// Output labels that are not valid labels of their wires: the server
     /// cheated or the answer was corrupted. Nothing is decoded.
@@ -137,9 +153,35 @@ impl ProtocolError {
         ProtocolError::Malformed { kind, reason: reason.into() }
     }
 
+    /// The peer's error text, sanitised ([`sanitize`]): it may be logged
+    /// or printed on a terminal.
+    pub fn remote(text: &str) -> ProtocolError {
+        ProtocolError::Remote(sanitize(text))
+    }
+
+    /// Whether another connection may succeed where this one failed: the
+    /// connection broke, timed out, or the server was busy. Never for an
+    /// answer that failed verification, a refused certificate or token,
+    /// or a model mismatch.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ProtocolError::Io { .. }
+            | ProtocolError::Timeout { .. }
+            | ProtocolError::Closed
+            | ProtocolError::Truncated { .. } => true,
+            ProtocolError::Remote(s) => s.contains("server busy") || s.contains("timed out"),
+            _ => false,
+        }
+    }
+
     /// An I/O error, with timeouts as [`ProtocolError::Timeout`] and an
     /// unexpected end as [`ProtocolError::Truncated`].
     pub fn io(context: &'static str, source: io::Error) -> ProtocolError {
+        // rustls reports a TLS failure (an alert received, a bad record) as
+        // InvalidData with its own error inside: that is not retriable.
+        if source.kind() == io::ErrorKind::InvalidData && source.get_ref().is_some_and(|e| e.is::<rustls::Error>()) {
+            return ProtocolError::Tls(format!("{source} (at {context})"));
+        }
         match source.kind() {
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ProtocolError::Timeout { context },
             io::ErrorKind::UnexpectedEof => ProtocolError::Truncated { context },
@@ -150,7 +192,10 @@ impl ProtocolError {
     /// Whether the peer is to blame (it sent something wrong), as opposed
     /// to a local failure.
     pub fn is_peer_fault(&self) -> bool {
-        !matches!(self, ProtocolError::Io { .. } | ProtocolError::Engine(_) | ProtocolError::Limit(_))
+        !matches!(
+            self,
+            ProtocolError::Io { .. } | ProtocolError::Engine(_) | ProtocolError::Limit(_) | ProtocolError::Tls(_)
+        )
     }
 }
 
@@ -189,7 +234,9 @@ impl core::fmt::Display for ProtocolError {
                 write!(f, "{what}: {got} received, this model needs {expected}")
             }
             ProtocolError::Limit(s) => write!(f, "server limit: {s}"),
-            ProtocolError::Remote(s) => write!(f, "the peer reported an error: {s}"),
+            ProtocolError::Auth(s) => write!(f, "authentication failed: {s}"),
+            ProtocolError::Tls(s) => write!(f, "TLS: {s}"),
+            ProtocolError::Remote(s) => write!(f, "the peer reported an error: {}", sanitize(s)),
             ProtocolError::Verification(s) => write!(f, "output verification failed: {s}"),
             ProtocolError::Engine(s) => write!(f, "{s}"),
         }
@@ -265,19 +312,26 @@ pub fn online_bytes(plan: &Plan) -> u64 {
     frame(input_labels(plan)) + frame(output_labels(plan))
 }
 
-/// A TCP stream whose reads all end by a deadline, so that a peer that
-/// trickles bytes (slowloris) cannot hold a frame open past it.
+/// A [`Transport`] whose reads all end by a deadline, so that a peer that
+/// trickles bytes (slowloris) cannot hold a frame open past it; counts the
+/// protocol bytes each way.
 pub struct Conn {
-    stream: TcpStream,
+    io: Box<dyn Transport>,
     deadline: Option<Instant>,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 impl Conn {
-    /// Wraps a connected stream; writes time out after `write_timeout`.
-    pub fn new(stream: TcpStream, write_timeout: Duration) -> Result<Conn, ProtocolError> {
-        stream.set_nodelay(true).map_err(|e| ProtocolError::io("configuring the socket", e))?;
-        stream.set_write_timeout(Some(write_timeout)).map_err(|e| ProtocolError::io("configuring the socket", e))?;
-        Ok(Conn { stream, deadline: None })
+    /// Wraps a connected transport; writes time out after `write_timeout`.
+    pub fn new(io: impl Transport + 'static, write_timeout: Duration) -> Result<Conn, ProtocolError> {
+        Conn::boxed(Box::new(io), write_timeout)
+    }
+
+    /// [`Conn::new`] for a boxed transport.
+    pub fn boxed(mut io: Box<dyn Transport>, write_timeout: Duration) -> Result<Conn, ProtocolError> {
+        io.set_write_timeout(Some(write_timeout)).map_err(|e| ProtocolError::io("configuring the connection", e))?;
+        Ok(Conn { io, deadline: None, bytes_in: 0, bytes_out: 0 })
     }
 
     /// Reads one message, which must have arrived in full within `within`.
@@ -287,30 +341,57 @@ impl Conn {
 
     /// [`Conn::read_within`], refusing payloads longer than `limit`.
     pub fn read_limited(&mut self, within: Duration, limit: usize) -> Result<wire::Message, ProtocolError> {
-        self.deadline = Some(Instant::now() + within);
-        let r = wire::read_message_limited(self, limit);
+        self.read_by(Instant::now() + within, &|_| Ok(limit))
+    }
+
+    /// Reads one message that must have arrived in full by `deadline`, with
+    /// a limit per kind ([`wire::read_message_by`]).
+    pub fn read_by(
+        &mut self,
+        deadline: Instant,
+        limit: &dyn Fn(MessageKind) -> Result<usize, ProtocolError>,
+    ) -> Result<wire::Message, ProtocolError> {
+        self.deadline = Some(deadline);
+        let r = wire::read_message_by(self, limit);
         self.deadline = None;
         r
     }
 
     /// Writes one message; the bytes written.
     pub fn write(&mut self, m: &wire::Message) -> Result<usize, ProtocolError> {
-        wire::write_message(&mut self.stream, m)
+        let n = wire::write_message(&mut self.io, m)?;
+        self.bytes_out += n as u64;
+        Ok(n)
     }
 
     /// Flushes buffered writes.
     pub fn flush(&mut self) -> Result<(), ProtocolError> {
-        self.stream.flush().map_err(|e| ProtocolError::io("flushing", e))
+        self.io.flush().map_err(|e| ProtocolError::io("flushing", e))
     }
 
     /// The peer's address, for logs.
     pub fn peer(&self) -> String {
-        self.stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "unknown peer".into())
+        self.io.peer()
+    }
+
+    /// What the transport proved about the peer (a client certificate).
+    pub fn peer_identity(&self) -> Option<String> {
+        self.io.peer_identity()
+    }
+
+    /// The peer's IP address.
+    pub fn peer_ip(&self) -> String {
+        self.io.peer_ip()
+    }
+
+    /// Protocol bytes received and sent since the last call.
+    pub fn take_counts(&mut self) -> (u64, u64) {
+        (std::mem::take(&mut self.bytes_in), std::mem::take(&mut self.bytes_out))
     }
 
     /// Shuts both directions down.
-    pub fn shutdown(&self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    pub fn shutdown(&mut self) {
+        self.io.shutdown();
     }
 
     /// Closes after an error frame: stops sending, then reads and drops
@@ -318,7 +399,10 @@ impl Conn {
     /// that closing with unread data does not reset the connection and
     /// destroy the error frame before the peer reads it.
     pub fn linger_close(&mut self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let _ = self.io.flush();
+        self.io.shutdown_write();
+        // What is drained is dropped unread: it does not count as received.
+        let counted = self.bytes_in;
         self.deadline = Some(Instant::now() + Duration::from_millis(250));
         let mut buf = [0u8; 16 << 10];
         let mut left = 1usize << 20;
@@ -329,13 +413,14 @@ impl Conn {
             }
         }
         self.deadline = None;
+        self.bytes_in = counted;
         self.shutdown();
     }
 
-    /// The socket itself, to write bytes outside the frame layer (tests
+    /// The transport itself, to write bytes outside the frame layer (tests
     /// that play a misbehaving peer).
-    pub fn raw_stream(&mut self) -> &mut TcpStream {
-        &mut self.stream
+    pub fn raw_stream(&mut self) -> &mut dyn Transport {
+        &mut *self.io
     }
 }
 
@@ -346,8 +431,10 @@ impl Read for Conn {
             if left.is_zero() {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
             }
-            self.stream.set_read_timeout(Some(left))?;
+            self.io.set_read_timeout(Some(left))?;
         }
-        self.stream.read(buf)
+        let n = self.io.read(buf)?;
+        self.bytes_in += n as u64;
+        Ok(n)
     }
 }

@@ -8,8 +8,10 @@
 //! byte layout of every message and the order they may come in.
 
 use super::ProtocolError;
+use super::auth::{MAX_TOKEN_BYTES, Token};
 use dash_core::Block;
 use std::io::{self, Read, Write};
+use zeroize::Zeroize;
 
 /// First bytes of both hello messages.
 pub const WIRE_MAGIC: [u8; 8] = *b"DASHWIRE";
@@ -37,6 +39,9 @@ pub type CircuitId = [u8; CIRCUIT_ID_BYTES];
 /// The type of a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MessageKind {
+    /// Client → server, before the hello: a bearer token (servers with a
+    /// token file require it).
+    Auth,
     /// Client → server: who I am and which model I garble.
     Hello,
     /// Server → client: which model I evaluate, how many circuits I queue.
@@ -59,7 +64,8 @@ pub enum MessageKind {
 
 impl MessageKind {
     /// Every kind, in type-byte order.
-    pub const ALL: [MessageKind; 9] = [
+    pub const ALL: [MessageKind; 10] = [
+        MessageKind::Auth,
         MessageKind::Hello,
         MessageKind::Welcome,
         MessageKind::MaterialBegin,
@@ -74,6 +80,7 @@ impl MessageKind {
     /// The type byte.
     pub const fn byte(self) -> u8 {
         match self {
+            MessageKind::Auth => 0x03,
             MessageKind::Hello => 0x01,
             MessageKind::Welcome => 0x02,
             MessageKind::MaterialBegin => 0x10,
@@ -94,6 +101,7 @@ impl MessageKind {
     /// Longest payload a frame of this kind may have.
     pub const fn max_len(self) -> usize {
         match self {
+            MessageKind::Auth => MAX_TOKEN_BYTES,
             MessageKind::Hello => HELLO_FIXED_BYTES + 2 * MAX_HELLO_PRIMES,
             MessageKind::Welcome => HELLO_FIXED_BYTES + 2 * MAX_HELLO_PRIMES + 4,
             MessageKind::MaterialBegin => CIRCUIT_ID_BYTES + 8,
@@ -108,6 +116,7 @@ impl MessageKind {
     /// A short name, for messages.
     pub const fn name(self) -> &'static str {
         match self {
+            MessageKind::Auth => "auth",
             MessageKind::Hello => "hello",
             MessageKind::Welcome => "welcome",
             MessageKind::MaterialBegin => "material-begin",
@@ -147,6 +156,8 @@ pub struct Hello {
 /// One decoded message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
+    /// See [`MessageKind::Auth`]. The token is zeroised on drop and not printed.
+    Auth(Token),
     /// See [`MessageKind::Hello`].
     Hello(Hello),
     /// See [`MessageKind::Welcome`].
@@ -275,6 +286,7 @@ impl Message {
     /// The kind of this message.
     pub fn kind(&self) -> MessageKind {
         match self {
+            Message::Auth(_) => MessageKind::Auth,
             Message::Hello(_) => MessageKind::Hello,
             Message::Welcome { .. } => MessageKind::Welcome,
             Message::MaterialBegin { .. } => MessageKind::MaterialBegin,
@@ -295,6 +307,13 @@ impl Message {
         }
         let mut c = Cursor { bytes: payload, kind };
         let m = match kind {
+            MessageKind::Auth => {
+                if payload.is_empty() {
+                    return Err(ProtocolError::malformed(kind, "empty token"));
+                }
+                c.bytes = &[];
+                Message::Auth(Token::new_exact(payload))
+            }
             MessageKind::Hello => Message::Hello(decode_hello(&mut c)?),
             MessageKind::Welcome => {
                 let hello = decode_hello(&mut c)?;
@@ -339,6 +358,7 @@ impl Message {
     pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
         let mut out = Vec::new();
         match self {
+            Message::Auth(t) => out.extend_from_slice(t.bytes()),
             Message::Hello(h) => encode_hello(h, &mut out),
             Message::Welcome { hello, max_pending } => {
                 encode_hello(hello, &mut out);
@@ -422,26 +442,64 @@ pub fn read_message<R: Read>(r: &mut R) -> Result<Message, ProtocolError> {
 /// [`read_message`], refusing any payload longer than `limit` as well
 /// (the reader knows the exact size it expects, e.g. an answer's).
 pub fn read_message_limited<R: Read>(r: &mut R, limit: usize) -> Result<Message, ProtocolError> {
+    read_message_by(r, &|_| Ok(limit))
+}
+
+/// Payload bytes read into a buffer before it grows: a frame's buffer
+/// grows with the bytes that actually arrive, not with the length its
+/// header announces.
+const READ_STEP: usize = 64 << 10;
+
+/// [`read_message`] with a limit per kind: `limit(kind)` is the longest
+/// payload accepted for `kind` at this point of the session, or the error
+/// to give for a kind that may not come now (refused on its header, before
+/// any payload is read).
+pub fn read_message_by<R: Read>(
+    r: &mut R,
+    limit: &dyn Fn(MessageKind) -> Result<usize, ProtocolError>,
+) -> Result<Message, ProtocolError> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
     if !fill(r, &mut header, "a frame header")? {
         return Err(ProtocolError::Closed);
     }
     let (kind, len) = parse_frame_header(header)?;
-    if len > limit {
-        return Err(ProtocolError::Oversized { kind, len: len as u64, max: limit as u64 });
+    let max = limit(kind)?;
+    if len > max {
+        return Err(ProtocolError::Oversized { kind, len: len as u64, max: max as u64 });
     }
-    let mut payload = vec![0u8; len];
-    if !fill(r, &mut payload, "a frame payload")? && len > 0 {
-        return Err(ProtocolError::Truncated { context: "a frame payload" });
+    let mut payload = Vec::with_capacity(len.min(READ_STEP));
+    while payload.len() < len {
+        let have = payload.len();
+        let step = (len - have).min(READ_STEP.max(have));
+        payload.resize(have + step, 0);
+        match fill(r, &mut payload[have..], "a frame payload") {
+            Ok(true) => {}
+            Ok(false) => {
+                payload.zeroize();
+                return Err(ProtocolError::Truncated { context: "a frame payload" });
+            }
+            Err(e) => {
+                payload.zeroize();
+                return Err(e);
+            }
+        }
     }
-    Message::decode(kind, &payload)
+    let m = Message::decode(kind, &payload);
+    if kind == MessageKind::Auth {
+        payload.zeroize();
+    }
+    m
 }
 
 /// Encodes and writes one frame.
 pub fn write_message<W: Write>(w: &mut W, m: &Message) -> Result<usize, ProtocolError> {
-    let frame = m.to_frame()?;
-    w.write_all(&frame).map_err(|e| ProtocolError::io("writing a frame", e))?;
-    Ok(frame.len())
+    let mut frame = m.to_frame()?;
+    let r = w.write_all(&frame).map_err(|e| ProtocolError::io("writing a frame", e));
+    let n = frame.len();
+    if m.kind() == MessageKind::Auth {
+        frame.zeroize();
+    }
+    r.map(|()| n)
 }
 
 /// Decodes every frame of `bytes` in turn (what the fuzz target drives):
@@ -464,6 +522,7 @@ mod tests {
     fn samples() -> Vec<Message> {
         let hello = Hello { protocol_version: 1, material_version: 1, model_hash: [9; 32], primes: vec![2, 3, 5] };
         vec![
+            Message::Auth(Token::new(b"0123456789abcdef")),
             Message::Hello(hello.clone()),
             Message::Welcome { hello, max_pending: 4 },
             Message::MaterialBegin { id: [1; 16], bytes: 1234 },
@@ -491,7 +550,7 @@ mod tests {
             long.push(0);
             let len = (frame.len() - FRAME_HEADER_BYTES + 1) as u32;
             long[1..5].copy_from_slice(&len.to_le_bytes());
-            if m.kind() != MessageKind::MaterialChunk && m.kind() != MessageKind::Error {
+            if ![MessageKind::MaterialChunk, MessageKind::Error, MessageKind::Auth].contains(&m.kind()) {
                 assert!(read_message(&mut long.as_slice()).is_err(), "{m:?} with a trailing byte");
             }
         }
@@ -508,16 +567,16 @@ mod tests {
         assert!(matches!(read_message(&mut &h[..]), Err(ProtocolError::Oversized { .. })));
         h[0] = 0x77;
         assert!(matches!(read_message(&mut &h[..]), Err(ProtocolError::UnknownType(0x77))));
-        let mut frame = samples()[0].to_frame().unwrap();
+        let mut frame = samples()[1].to_frame().unwrap();
         frame[FRAME_HEADER_BYTES] ^= 1;
         assert!(matches!(read_message(&mut frame.as_slice()), Err(ProtocolError::BadMagic)));
         // A reader's own, tighter limit.
-        let q = samples()[5].to_frame().unwrap();
+        let q = samples()[6].to_frame().unwrap();
         let exact = q.len() - FRAME_HEADER_BYTES;
         assert!(matches!(read_message_limited(&mut q.as_slice(), exact - 1), Err(ProtocolError::Oversized { .. })));
-        assert_eq!(read_message_limited(&mut q.as_slice(), exact).unwrap(), samples()[5]);
+        assert_eq!(read_message_limited(&mut q.as_slice(), exact).unwrap(), samples()[6]);
         // Labels that are not whole blocks.
-        let mut q = samples()[5].to_frame().unwrap();
+        let mut q = samples()[6].to_frame().unwrap();
         q.pop();
         let len = (q.len() - FRAME_HEADER_BYTES) as u32;
         q[1..5].copy_from_slice(&len.to_le_bytes());
@@ -532,5 +591,38 @@ mod tests {
         }
         assert_eq!(decode_stream(&bytes).unwrap(), samples());
         assert!(decode_stream(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn per_kind_limits_refuse_on_the_header_and_buffers_grow_with_the_bytes() {
+        // A kind that may not come now is refused on its header: the
+        // payload is never read.
+        let q = samples()[6].to_frame().unwrap();
+        let only_hello = |k: MessageKind| {
+            if k == MessageKind::Hello {
+                Ok(MessageKind::Hello.max_len())
+            } else {
+                Err(ProtocolError::Unexpected { expected: "hello", got: k })
+            }
+        };
+        let mut r = q.as_slice();
+        assert!(matches!(read_message_by(&mut r, &only_hello), Err(ProtocolError::Unexpected { .. })));
+        assert_eq!(r.len(), q.len() - FRAME_HEADER_BYTES);
+        // A frame announcing 16 MiB that sends 100 bytes: the reader asks
+        // for at most one step at a time.
+        struct Counting<'a>(&'a [u8], usize);
+        impl Read for Counting<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.1 = self.1.max(buf.len());
+                self.0.read(buf)
+            }
+        }
+        let mut f = vec![MessageKind::Query.byte()];
+        f.extend_from_slice(&(MessageKind::Query.max_len() as u32).to_le_bytes());
+        f.extend_from_slice(&[0u8; 100]);
+        let mut c = Counting(&f, 0);
+        assert!(matches!(read_message(&mut c), Err(ProtocolError::Truncated { .. })));
+        assert!(c.1 <= READ_STEP, "a read of {} bytes", c.1);
+        assert!(format!("{:?}", samples()[0]).contains("redacted"));
     }
 }
