@@ -13,6 +13,8 @@
 //!   IMAGES LABELS [--limit N]) [--queue N] [--json]`: the garbler as a
 //!   client: circuits garbled and streamed ahead, one verified online round
 //!   per image.
+//! * `dashgc device (export|images|serve|check-material)`: a microcontroller
+//!   as the garbler (`device_eval`, docs/EMBEDDED.md).
 //! * `dashgc bench [--quick] [--json]`: single-threaded micro-benchmarks,
 //!   each also given as a ratio to the AES block time of the same run.
 
@@ -53,6 +55,10 @@ enum Command {
     /// Print what each gadget costs (ciphertexts, bytes, moduli), counted by
     /// running it on the cost-counting backend.
     Costs(CostsArgs),
+    /// A microcontroller as the garbler: export the network image it
+    /// embeds, write its test inputs, evaluate what it streams, check its
+    /// material against the host garbler's (docs/EMBEDDED.md).
+    Device(dash_host::device_eval::DeviceArgs),
 }
 
 #[derive(Args)]
@@ -521,6 +527,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_run(args),
         Command::Bench(args) => run_bench(args),
         Command::Costs(args) => run_costs(args),
+        Command::Device(args) => dash_host::device_eval::run(args),
         Command::Serve(args) => run_serve(args),
         Command::Query(args) => run_query(args),
     };
