@@ -22,16 +22,19 @@
 //!
 //! ```text
 //! device:  "INFR" u32 index
-//!          material stream (format.rs: header with one-labels, layers, trailer)
+//!          material header (format.rs, with the one-labels)
 //!          input labels: k × n blocks, residue-major (residue t, element e at t·n + e)
+//!          the rest of the material stream (layer tags and rows, trailer)
 //! host:    output labels: outputs × k blocks, element-major (o·k + t)
 //! ...
 //! device:  "DONE" u32 inferences
 //! ```
 //!
-//! Blocks are 16 bytes, little-endian. The host buffers one inference's
-//! material (it needs the input labels, which follow it, before it can
-//! evaluate); the device never holds it.
+//! Blocks are 16 bytes, little-endian. The device sends each input label as
+//! it draws the label's zero label (during the first dense layer), so the
+//! labels come between the header and the layers; header and layers
+//! together are exactly the host engine's material stream. The host buffers
+//! one inference's material; the device never holds it.
 
 use crate::engine::{self, EvaluatorSession, Plan};
 use crate::format::Header;
@@ -231,32 +234,24 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
-/// Reads one inference's material stream from `r`, bounded by the plan
-/// (header counts compared with the plan before anything else is read).
-fn read_material<R: Read>(plan: &Plan, r: &mut R) -> Result<Vec<u8>> {
-    let mut tee = Tee { inner: r, kept: Vec::new() };
-    let h = Header::read(&mut tee)?;
-    let want: Vec<u64> = plan.costs().iter().map(|c| c.rows).collect();
-    ensure!(h.layer_rows == want, "the device announces layers of {:?} rows, the model has {:?}", h.layer_rows, want);
-    // Layer tags and rows, then the trailer: sizes from the plan, not the link.
-    let rest: u64 = want.iter().filter(|&&r| r > 0).map(|r| 16 + 16 * r).sum::<u64>() + 8;
-    let mut kept = tee.kept;
-    let start = kept.len();
-    kept.resize(start + usize::try_from(rest)?, 0);
-    tee.inner.read_exact(&mut kept[start..]).context("the link closed inside the material")?;
-    Ok(kept)
-}
-
 fn read_blocks<R: Read>(r: &mut R, count: usize) -> Result<Vec<Block>> {
     let mut bytes = vec![0u8; count * 16];
     r.read_exact(&mut bytes).context("the link closed inside the input labels")?;
     Ok(bytes.chunks_exact(16).map(|c| Block(u128::from_le_bytes(c.try_into().expect("16 bytes")))).collect())
 }
 
-/// Evaluates one inference: material, then input labels (residue-major).
-/// Returns the output labels, element-major.
+/// Evaluates one inference from the link: material header, input labels
+/// (residue-major), the rest of the material. Every size comes from the
+/// plan, never from the link (the header's layer sizes are compared with
+/// the plan's before anything else is read). Returns the material stream
+/// and the output labels, element-major.
 fn evaluate_one<R: Read>(plan: &Plan, net: &IntNetwork, link: &mut R) -> Result<(Vec<u8>, Vec<Block>)> {
-    let material = read_material(plan, link)?;
+    let mut tee = Tee { inner: link, kept: Vec::new() };
+    let h = Header::read(&mut tee)?;
+    let want: Vec<u64> = plan.costs().iter().map(|c| c.rows).collect();
+    ensure!(h.layer_rows == want, "the device announces layers of {:?} rows, the model has {:?}", h.layer_rows, want);
+    let (link, mut material) = (tee.inner, tee.kept);
+
     let n: usize = plan.input_shape().iter().product();
     let k = net.base.len();
     let blocks = read_blocks(link, n * k)?;
@@ -268,6 +263,12 @@ fn evaluate_one<R: Read>(plan: &Plan, net: &IntNetwork, link: &mut R) -> Result<
             res.set(e, &l)?;
         }
     }
+
+    // Layer tags and rows, then the trailer.
+    let rest: u64 = want.iter().filter(|&&r| r > 0).map(|r| 16 + 16 * r).sum::<u64>() + 8;
+    let start = material.len();
+    material.resize(start + usize::try_from(rest)?, 0);
+    link.read_exact(&mut material[start..]).context("the link closed inside the material")?;
     let out = EvaluatorSession::start(plan, material.as_slice())?.evaluate(&input)?;
     Ok((material, out.to_blocks()))
 }

@@ -53,19 +53,21 @@ fn parity(net: &IntNetwork, seed: u64, inputs: &[Vec<i64>]) {
         let mut host = Vec::new();
         let session = engine::garble(&plan, &mut host_rng, &mut host).unwrap();
         let mut link = VecLink(Vec::new());
-        let mut inf =
-            garble::garble::<_, _, _, N, ACC>(&file, &dplan, &mut dev_rng, &mut link, &mut acts, &mut ()).unwrap();
+        let inf = garble::garble::<_, _, _, _, N, ACC>(&file, &dplan, &mut dev_rng, x, &mut link, &mut acts, &mut ())
+            .unwrap();
         assert_eq!(inf.rows, plan.total_rows());
-        assert_eq!(link.0.len(), host.len(), "inference {i}: material sizes differ");
-        assert!(link.0 == host, "inference {i}: the device's material differs from the host's");
+        // The link: the material header, the input labels (residue-major),
+        // the rest of the material. Header plus rest is the host's stream.
+        let header =
+            host.len() - 8 - 16 * plan.total_rows() as usize - 16 * plan.costs().iter().filter(|c| c.rows > 0).count();
+        let labels_end = header + 16 * n * k;
+        assert_eq!(link.0.len(), host.len() + 16 * n * k, "inference {i}: sizes differ");
+        assert!(link.0[..header] == host[..header], "inference {i}: the device's header differs from the host's");
+        assert!(link.0[labels_end..] == host[header..], "inference {i}: the device's material differs from the host's");
+        let material = [&link.0[..header], &link.0[labels_end..]].concat();
 
-        // Input labels: the device re-draws them residue-major; the host's
-        // are element-major.
-        let xi: Vec<i32> = x.iter().map(|&v| v as i32).collect();
-        let mut labels = VecLink(Vec::new());
-        inf.send_inputs(&xi, &mut labels, &mut ()).unwrap();
-        assert_eq!(inf.send_inputs(&xi, &mut VecLink(Vec::new()), &mut ()), Err(McuError::InputsSent));
-        let dev_labels = blocks(&labels.0);
+        // Input labels: residue-major from the device, element-major on the host.
+        let dev_labels = blocks(&link.0[header..labels_end]);
         let host_labels = session.encode_input(x).unwrap().to_blocks();
         for t in 0..k {
             for e in 0..n {
@@ -74,7 +76,7 @@ fn parity(net: &IntNetwork, seed: u64, inputs: &[Vec<i64>]) {
         }
 
         // The host evaluates the device's material, the device decodes.
-        let out = EvaluatorSession::start(&plan, link.0.as_slice())
+        let out = EvaluatorSession::start(&plan, material.as_slice())
             .unwrap()
             .evaluate(&CrtTensor::from_blocks(&net.base, plan.input_shape(), &host_labels).unwrap())
             .unwrap()

@@ -250,21 +250,18 @@ impl<L: Link> MaterialSink for RowSink<'_, L> {
     }
 }
 
-/// One inference after its material was streamed: the keys, the output
-/// zero labels (in the lent buffer) and the generator copy that re-draws the
-/// input labels. Secret: cleared on drop.
-pub struct Inference<'a, R: CryptoRng + Clone, const N: usize> {
+/// One inference after its material was streamed: the keys and the output
+/// zero labels (in the lent buffer). Secret: cleared on drop.
+pub struct Inference<'a, const N: usize> {
     keys: GarblerKeys<N>,
-    replay: Option<R>,
     acts: &'a mut [Block],
     base: CrtBase,
-    input_len: usize,
     outputs: usize,
     /// Rows streamed.
     pub rows: u64,
 }
 
-impl<R: CryptoRng + Clone, const N: usize> Drop for Inference<'_, R, N> {
+impl<const N: usize> Drop for Inference<'_, N> {
     fn drop(&mut self) {
         for b in self.acts.iter_mut() {
             b.0.zeroize();
@@ -277,26 +274,35 @@ pub fn act_blocks(net: &NetFile<'_>) -> usize {
     net.max_elements() * net.base.len()
 }
 
-/// Garbles one inference of `net` with a fresh key set drawn from `rng`,
-/// streaming the material (header, layers, trailer) to `link`.
+/// Garbles one inference of `net` on `input` with a fresh key set drawn
+/// from `rng`, streaming to `link`: the material header, the evaluator's
+/// input labels (`k × n` blocks, residue by residue: residue `t`, element
+/// `e` at `t·n + e`), then the layers and the trailer. The material bytes
+/// (header, layers, trailer) are exactly the host engine's stream.
+///
+/// The input labels go out as their zero labels are drawn, during the first
+/// dense layer: the device holds its input when it garbles, and neither the
+/// input zero labels (`n·k` labels) nor a copy of the generator that could
+/// draw them again need to be kept.
 ///
 /// `acts` holds the current activation's zero labels (at least
 /// [`act_blocks`] blocks); `ACC` bounds the dense layers' accumulators (in
 /// 32-bit words: outputs × ⌈digits/2⌉ for the widest odd prime, 4 words per
-/// output for p = 2). `N` bounds the key set's moduli.
-///
-/// Then send the inputs ([`Inference::send_inputs`]) and decode the
-/// evaluator's answer ([`Inference::decode`]).
-pub fn garble<'a, R, L, P, const N: usize, const ACC: usize>(
+/// output for p = 2). `N` bounds the key set's moduli. Then decode the
+/// evaluator's answer with [`Inference::decode`].
+#[allow(clippy::too_many_arguments)]
+pub fn garble<'a, T, R, L, P, const N: usize, const ACC: usize>(
     net: &NetFile<'_>,
     plan: &DevicePlan,
     rng: &mut R,
+    input: &[T],
     link: &mut L,
     acts: &'a mut [Block],
     probe: &mut P,
-) -> Result<Inference<'a, R, N>, McuError>
+) -> Result<Inference<'a, N>, McuError>
 where
-    R: CryptoRng + Clone,
+    T: Copy + Into<i64>,
+    R: CryptoRng,
     L: Link,
     P: Probe,
 {
@@ -304,36 +310,39 @@ where
     if acts.len() < act_blocks(net) {
         return Err(McuError::Capacity);
     }
-    let keys: GarblerKeys<N> = GarblerKeys::generate(rng, &net.moduli)?;
+    if input.len() != net.input_len {
+        return Err(McuError::Input);
+    }
+    let (lo, hi) = (base.min_value(), base.max_value());
+    if input.iter().any(|&x| !(lo..=hi).contains(&(Into::<i64>::into(x) as i128))) {
+        return Err(McuError::Input);
+    }
+    let mut inf = Inference {
+        keys: GarblerKeys::generate(rng, &net.moduli)?,
+        acts,
+        base: base.clone(),
+        outputs: net.output_len(),
+        rows: 0,
+    };
     probe.mark(Phase::Keys);
-    write_header(net, plan, &keys, link)?;
+    write_header(net, plan, &inf.keys, link)?;
     probe.mark(Phase::Header);
-    // The input zero labels are drawn next, residue by residue: this copy
-    // draws them again for the encoding.
-    let replay = rng.clone();
     let hash = FixedKeyHash::new();
-    let mut rows = 0u64;
-    let mut fresh = Some(rng);
+    let mut fresh = Some((rng, input));
     for (i, layer) in net.layers.iter().enumerate() {
         match layer {
-            Layer::Dense(d) => dense_layer::<R, P, N, ACC>(d, base, &keys, &hash, fresh.take(), acts, probe)?,
+            Layer::Dense(d) => {
+                dense_layer::<T, R, L, P, N, ACC>(d, base, &inf.keys, &hash, fresh.take(), link, inf.acts, probe)?
+            }
             Layer::Flatten => {}
             Layer::Sign { .. } | Layer::Relu { .. } => {
-                rows += nonlinear_layer(i, plan, base, &keys, &hash, link, acts, probe)?;
+                inf.rows += nonlinear_layer(i, plan, base, &inf.keys, &hash, link, inf.acts, probe)?;
             }
         }
     }
     link.send(&TRAILER)?;
     probe.mark(Phase::Trailer);
-    Ok(Inference {
-        keys,
-        replay: Some(replay),
-        acts,
-        base: base.clone(),
-        input_len: net.input_len,
-        outputs: net.output_len(),
-        rows,
-    })
+    Ok(inf)
 }
 
 /// The material header (`dash-host` `format::Header`), one-labels included.
@@ -378,19 +387,28 @@ fn write_header<L: Link, const N: usize>(
 /// Reductions are the constant-time `Modulus::reduce` (digits are secret;
 /// weights are public, so zero weights are skipped).
 #[inline(never)]
-fn dense_layer<R: CryptoRng, P: Probe, const N: usize, const ACC: usize>(
+#[allow(clippy::too_many_arguments)]
+fn dense_layer<T, R, L, P, const N: usize, const ACC: usize>(
     d: &Dense<'_>,
     base: &CrtBase,
     keys: &GarblerKeys<N>,
     hash: &FixedKeyHash,
-    mut fresh: Option<&mut R>,
+    mut fresh: Option<(&mut R, &[T])>,
+    link: &mut L,
     acts: &mut [Block],
     probe: &mut P,
-) -> Result<(), McuError> {
+) -> Result<(), McuError>
+where
+    T: Copy + Into<i64>,
+    R: CryptoRng,
+    L: Link,
+    P: Probe,
+{
     let k = base.len();
     let mut acc = [0u32; ACC];
     let mut words_of = [0u32; dash_core::MAX_DIGITS / 2];
     let mut digits = [0u16; dash_core::MAX_DIGITS];
+    let mut stage = [0u8; STAGE_ROWS * 16];
     let result = (|| {
         for (t, &m) in base.moduli().iter().enumerate() {
             let p = m.value() as u32;
@@ -413,9 +431,18 @@ fn dense_layer<R: CryptoRng, P: Probe, const N: usize, const ACC: usize>(
             let limit = if p == 2 { u32::MAX } else { 0xffff / ((p - 1) * (p - 1)) };
             let mut count = 1u32;
             for e in 0..d.inputs {
-                match fresh.as_deref_mut() {
-                    Some(rng) => {
-                        let z = keys.input(m, rng)?;
+                match fresh.as_mut() {
+                    Some((rng, input)) => {
+                        // Drawn in the host's order; its input label goes
+                        // out at once (staged), the zero label only into
+                        // the accumulators.
+                        let z = keys.input(m, *rng)?;
+                        let x = Into::<i64>::into(input[e]).rem_euclid(p as i64) as u16;
+                        let label = keys.encode(&z, x)?;
+                        stage[(e % STAGE_ROWS) * 16..][..16].copy_from_slice(&label.to_block().0.to_le_bytes());
+                        if e % STAGE_ROWS == STAGE_ROWS - 1 || e + 1 == d.inputs {
+                            link.send(&stage[..(e % STAGE_ROWS + 1) * 16])?;
+                        }
                         to_words(z.as_label().digits(), p, &mut words_of[..words]);
                     }
                     None => {
@@ -463,6 +490,7 @@ fn dense_layer<R: CryptoRng, P: Probe, const N: usize, const ACC: usize>(
     acc.zeroize();
     words_of.zeroize();
     digits.zeroize();
+    stage.zeroize();
     result
 }
 
@@ -573,44 +601,7 @@ fn unpack_bundle(base: &CrtBase, slots: &[Block]) -> Result<Bundle<ZeroLabel>, M
     Ok(Bundle::from_wires(wires)?)
 }
 
-impl<R: CryptoRng + Clone, const N: usize> Inference<'_, R, N> {
-    /// Sends the evaluator's input labels for `input` (one value per input
-    /// element, in the base's signed range): residue by residue, element by
-    /// element (`t·n + e`), 16 bytes each. The input zero labels are drawn
-    /// again from the generator copy taken before they were first drawn;
-    /// the copy is then erased, so this works once per inference.
-    pub fn send_inputs<L: Link, P: Probe>(
-        &mut self,
-        input: &[i32],
-        link: &mut L,
-        probe: &mut P,
-    ) -> Result<(), McuError> {
-        if input.len() != self.input_len {
-            return Err(McuError::Input);
-        }
-        let (lo, hi) = (self.base.min_value(), self.base.max_value());
-        if input.iter().any(|&x| !(lo..=hi).contains(&(x as i128))) {
-            return Err(McuError::Input);
-        }
-        let mut replay = self.replay.take().ok_or(McuError::InputsSent)?;
-        let mut stage = [0u8; STAGE_ROWS * 16];
-        for &m in self.base.moduli() {
-            let p = m.value() as i32;
-            for chunk in input.chunks(STAGE_ROWS) {
-                for (&x, out) in chunk.iter().zip(stage.chunks_exact_mut(16)) {
-                    let zero = self.keys.input(m, &mut replay)?;
-                    let label = self.keys.encode(&zero, x.rem_euclid(p) as u16)?;
-                    out.copy_from_slice(&label.to_block().0.to_le_bytes());
-                }
-                link.send(&stage[..chunk.len() * 16])?;
-            }
-        }
-        stage.zeroize();
-        drop(replay);
-        probe.mark(Phase::Encode);
-        Ok(())
-    }
-
+impl<const N: usize> Inference<'_, N> {
     /// Elements of the output.
     pub fn outputs(&self) -> usize {
         self.outputs

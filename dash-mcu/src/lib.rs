@@ -53,9 +53,6 @@ pub enum McuError {
     /// An input value lies outside the CRT base's signed range, or the
     /// input has the wrong length.
     Input,
-    /// The inputs of this inference were already sent (they can be sent
-    /// once: the generator state that re-derives them is then erased).
-    InputsSent,
 }
 
 impl From<dash_core::Error> for McuError {
