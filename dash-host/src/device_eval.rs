@@ -142,7 +142,7 @@ struct ServeArgs {
 struct CheckArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The 32 bytes the device's generator was seeded with.
+    /// The 32 bytes the device's generator (ChaCha12) was seeded with.
     #[arg(long)]
     seed: PathBuf,
     /// The device's material stream (`serve --capture`).
@@ -332,7 +332,7 @@ fn check_material(a: CheckArgs) -> Result<bool> {
         .try_into()
         .map_err(|_| anyhow::anyhow!("{}: a seed is 32 bytes", a.seed.display()))?;
     let device = std::fs::read(&a.material).with_context(|| format!("reading {}", a.material.display()))?;
-    let mut rng = rand_chacha::ChaCha20Rng::from_seed(seed);
+    let mut rng = rand_chacha::ChaCha12Rng::from_seed(seed);
     let mut host = Vec::new();
     engine::garble(&plan, &mut rng, &mut host)?;
     if host == device {

@@ -5,6 +5,7 @@
 //! decode, on the device, to the plaintext integer network's outputs; and a
 //! forged answer must be rejected by the device.
 
+use dash_core::compact_garbler::CtPacked;
 use dash_core::{Block, CrtBase};
 use dash_host::engine::{self, EvaluatorSession, Plan};
 use dash_host::network::{IntLayer, IntNetwork};
@@ -48,13 +49,23 @@ fn parity(net: &IntNetwork, seed: u64, inputs: &[Vec<i64>]) {
     // in a row: the streams must stay in step.
     let mut host_rng = ChaCha20Rng::seed_from_u64(seed);
     let mut dev_rng = ChaCha20Rng::seed_from_u64(seed);
-    let mut acts = vec![Block::ZERO; garble::act_blocks(&file)];
+    let mut acts = vec![CtPacked::EMPTY; garble::act_slots(&file)];
+    let mut slot = garble::KeySlot::new();
     for (i, x) in inputs.iter().enumerate() {
         let mut host = Vec::new();
         let session = engine::garble(&plan, &mut host_rng, &mut host).unwrap();
         let mut link = VecLink(Vec::new());
-        let inf = garble::garble::<_, _, _, _, N, ACC>(&file, &dplan, &mut dev_rng, x, &mut link, &mut acts, &mut ())
-            .unwrap();
+        let inf = garble::garble::<_, _, _, _, N, ACC>(
+            &file,
+            &dplan,
+            &mut dev_rng,
+            x,
+            &mut link,
+            &mut slot,
+            &mut acts,
+            &mut (),
+        )
+        .unwrap();
         assert_eq!(inf.rows, plan.total_rows());
         // The link: the material header, the input labels (residue-major),
         // the rest of the material. Header plus rest is the host's stream.

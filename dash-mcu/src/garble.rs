@@ -31,6 +31,7 @@
 
 use crate::McuError;
 use crate::netfile::{Dense, Layer, MAX_LAYERS, NetFile};
+use dash_core::compact_garbler::{CompactGarbler, CtPacked};
 use dash_core::gadgets::sign::{Accuracy, SignGadget};
 use dash_core::{
     Backend, Block, Bundle, CostCounter, CountingSink, CrtBase, Error, FixedKeyHash, Garbler, GarblerKeys, GateCounter,
@@ -250,11 +251,31 @@ impl<L: Link> MaterialSink for RowSink<'_, L> {
     }
 }
 
+/// Where [`garble`] draws each inference's key set: lent by the caller, so
+/// that the keys (a few KiB) live in one place, not in every frame that
+/// moves an [`Inference`]. Every call of [`garble`] replaces its content
+/// with a fresh key set (the old one is zeroised), and dropping the
+/// [`Inference`] erases it: keys cannot be reused across inferences.
+pub struct KeySlot<const N: usize>(Option<GarblerKeys<N>>);
+
+impl<const N: usize> KeySlot<N> {
+    /// An empty slot.
+    pub const fn new() -> Self {
+        KeySlot(None)
+    }
+}
+
+impl<const N: usize> Default for KeySlot<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// One inference after its material was streamed: the keys and the output
-/// zero labels (in the lent buffer). Secret: cleared on drop.
+/// zero labels (both in storage the caller lent). Secret: cleared on drop.
 pub struct Inference<'a, const N: usize> {
-    keys: GarblerKeys<N>,
-    acts: &'a mut [Block],
+    slot: &'a mut KeySlot<N>,
+    acts: &'a mut [CtPacked],
     base: CrtBase,
     outputs: usize,
     /// Rows streamed.
@@ -264,13 +285,15 @@ pub struct Inference<'a, const N: usize> {
 impl<const N: usize> Drop for Inference<'_, N> {
     fn drop(&mut self) {
         for b in self.acts.iter_mut() {
-            b.0.zeroize();
+            *b = CtPacked::EMPTY; // the old packing clears itself on drop
         }
+        self.slot.0 = None; // GarblerKeys zeroise themselves on drop
     }
 }
 
-/// Blocks (packed labels) the activation buffer needs for `net`.
-pub fn act_blocks(net: &NetFile<'_>) -> usize {
+/// Slots (packed zero labels, one per element and residue) the activation
+/// buffer needs for `net`.
+pub fn act_slots(net: &NetFile<'_>) -> usize {
     net.max_elements() * net.base.len()
 }
 
@@ -286,7 +309,7 @@ pub fn act_blocks(net: &NetFile<'_>) -> usize {
 /// draw them again need to be kept.
 ///
 /// `acts` holds the current activation's zero labels (at least
-/// [`act_blocks`] blocks); `ACC` bounds the dense layers' accumulators (in
+/// [`act_slots`] slots); `ACC` bounds the dense layers' accumulators (in
 /// 32-bit words: outputs × ⌈digits/2⌉ for the widest odd prime, 4 words per
 /// output for p = 2). `N` bounds the key set's moduli. Then decode the
 /// evaluator's answer with [`Inference::decode`].
@@ -297,7 +320,8 @@ pub fn garble<'a, T, R, L, P, const N: usize, const ACC: usize>(
     rng: &mut R,
     input: &[T],
     link: &mut L,
-    acts: &'a mut [Block],
+    keys: &'a mut KeySlot<N>,
+    acts: &'a mut [CtPacked],
     probe: &mut P,
 ) -> Result<Inference<'a, N>, McuError>
 where
@@ -307,7 +331,7 @@ where
     P: Probe,
 {
     let base = &net.base;
-    if acts.len() < act_blocks(net) {
+    if acts.len() < act_slots(net) {
         return Err(McuError::Capacity);
     }
     if input.len() != net.input_len {
@@ -317,26 +341,23 @@ where
     if input.iter().any(|&x| !(lo..=hi).contains(&(Into::<i64>::into(x) as i128))) {
         return Err(McuError::Input);
     }
-    let mut inf = Inference {
-        keys: GarblerKeys::generate(rng, &net.moduli)?,
-        acts,
-        base: base.clone(),
-        outputs: net.output_len(),
-        rows: 0,
-    };
+    keys.0 = None;
+    keys.0 = Some(GarblerKeys::generate(rng, &net.moduli)?);
+    let mut inf = Inference { slot: keys, acts, base: base.clone(), outputs: net.output_len(), rows: 0 };
     probe.mark(Phase::Keys);
-    write_header(net, plan, &inf.keys, link)?;
+    let keys = inf.slot.0.as_ref().ok_or(McuError::Capacity)?;
+    write_header(net, plan, keys, link)?;
     probe.mark(Phase::Header);
     let hash = FixedKeyHash::new();
     let mut fresh = Some((rng, input));
     for (i, layer) in net.layers.iter().enumerate() {
         match layer {
             Layer::Dense(d) => {
-                dense_layer::<T, R, L, P, N, ACC>(d, base, &inf.keys, &hash, fresh.take(), link, inf.acts, probe)?
+                dense_layer::<T, R, L, P, N, ACC>(d, base, keys, &hash, fresh.take(), link, inf.acts, probe)?
             }
             Layer::Flatten => {}
             Layer::Sign { .. } | Layer::Relu { .. } => {
-                inf.rows += nonlinear_layer(i, plan, base, &inf.keys, &hash, link, inf.acts, probe)?;
+                inf.rows += nonlinear_layer(i, plan, base, keys, &hash, link, inf.acts, probe)?;
             }
         }
     }
@@ -395,7 +416,7 @@ fn dense_layer<T, R, L, P, const N: usize, const ACC: usize>(
     hash: &FixedKeyHash,
     mut fresh: Option<(&mut R, &[T])>,
     link: &mut L,
-    acts: &mut [Block],
+    acts: &mut [CtPacked],
     probe: &mut P,
 ) -> Result<(), McuError>
 where
@@ -413,7 +434,8 @@ where
         for (t, &m) in base.moduli().iter().enumerate() {
             let p = m.value() as u32;
             let n = m.digits();
-            let words = if p == 2 { 4 } else { n.div_ceil(2) };
+            let lanes = lanes_of(p);
+            let words = n.div_ceil(lanes);
             if d.outputs * words > ACC || n > digits.len() {
                 return Err(McuError::Capacity);
             }
@@ -424,11 +446,18 @@ where
                 for (x, &y) in digits.iter_mut().zip(one.as_label().digits()) {
                     *x = m.mul(b, y);
                 }
-                to_words(&digits[..n], p, &mut acc[o * words..(o + 1) * words]);
+                to_words(&digits[..n], lanes, &mut acc[o * words..(o + 1) * words]);
             }
             drop(one);
-            // Terms a 16-bit lane holds: (p-1)^2 each.
-            let limit = if p == 2 { u32::MAX } else { 0xffff / ((p - 1) * (p - 1)) };
+            // Terms a lane holds: (p-1)^2 each.
+            let limit = if p == 2 { u32::MAX } else { lane_max(lanes) / ((p - 1) * (p - 1)) };
+            // 8-bit lanes are folded rather than reduced: (shift, masks, and
+            // the terms a folded lane counts as).
+            let fold = match p {
+                3 | 7 => Some((6, 0x3f3f_3f3f_u32, 0x0303_0303_u32, 66u32.div_ceil((p - 1) * (p - 1)))),
+                5 => Some((4, 0x0f0f_0f0f, 0x0f0f_0f0f, 30u32.div_ceil(16))),
+                _ => None,
+            };
             let mut count = 1u32;
             for e in 0..d.inputs {
                 match fresh.as_mut() {
@@ -443,12 +472,12 @@ where
                         if e % STAGE_ROWS == STAGE_ROWS - 1 || e + 1 == d.inputs {
                             link.send(&stage[..(e % STAGE_ROWS + 1) * 16])?;
                         }
-                        to_words(z.as_label().digits(), p, &mut words_of[..words]);
+                        to_words(z.as_label().digits(), lanes, &mut words_of[..words]);
                     }
                     None => {
                         let src = acts.get(e * k + t).ok_or(McuError::Capacity)?;
-                        let z = ZeroLabel::new(Label::from_block(m, *src)?);
-                        to_words(z.as_label().digits(), p, &mut words_of[..words]);
+                        let z = ZeroLabel::new(src.unpack(m)?);
+                        to_words(z.as_label().digits(), lanes, &mut words_of[..words]);
                     }
                 }
                 let z = &words_of[..words];
@@ -471,17 +500,29 @@ where
                     }
                     count += 1;
                     if count == limit {
-                        for a in acc[..d.outputs * words].iter_mut() {
-                            *a = reduce_lanes(m, *a);
+                        match fold {
+                            // 2^s ≡ 1 (mod p): 2^s·a + b ≡ a + b, lane-wise in
+                            // four instructions for the whole word.
+                            Some((s, lo, hi, terms)) => {
+                                for a in acc[..d.outputs * words].iter_mut() {
+                                    *a = (*a & lo) + ((*a >> s) & hi);
+                                }
+                                count = terms;
+                            }
+                            None => {
+                                for a in acc[..d.outputs * words].iter_mut() {
+                                    *a = reduce_lanes(m, lanes, *a);
+                                }
+                                count = 1;
+                            }
                         }
-                        count = 1;
                     }
                 }
             }
             for o in 0..d.outputs {
-                from_words(&acc[o * words..(o + 1) * words], m, &mut digits[..n]);
+                from_words(&acc[o * words..(o + 1) * words], m, lanes, &mut digits[..n]);
                 let y = ZeroLabel::new(Label::from_digits(m, &digits[..n])?);
-                *acts.get_mut(o * k + t).ok_or(McuError::Capacity)? = y.as_label().to_block();
+                *acts.get_mut(o * k + t).ok_or(McuError::Capacity)? = CtPacked::pack(y.as_label())?;
             }
             probe.mark(Phase::Dense);
         }
@@ -494,36 +535,50 @@ where
     result
 }
 
-/// Digits to words: bits for p = 2, else two 16-bit lanes per word.
-#[inline(always)]
-fn to_words(digits: &[u16], p: u32, out: &mut [u32]) {
-    out.fill(0);
-    if p == 2 {
-        for (i, &x) in digits.iter().enumerate() {
-            out[i / 32] |= (x as u32 & 1) << (i % 32);
-        }
-    } else {
-        for (w, pair) in out.iter_mut().zip(digits.chunks(2)) {
-            *w = pair[0] as u32 | (pair.get(1).copied().unwrap_or(0) as u32) << 16;
-        }
+/// Digits per 32-bit word in the dense accumulators: 32 bits for p = 2
+/// (adding is an XOR), 8-bit lanes for p <= 7 (at least 7 products of
+/// two digits fit), else 16-bit lanes.
+fn lanes_of(p: u32) -> usize {
+    match p {
+        2 => 32,
+        3..=7 => 4,
+        _ => 2,
     }
 }
 
+fn lane_max(lanes: usize) -> u32 {
+    if lanes == 4 { 0xff } else { 0xffff }
+}
+
+/// Digits to words, `lanes` digits per word (lane `j` of word `i` is digit
+/// `i·lanes + j`).
 #[inline(always)]
-fn reduce_lanes(m: Modulus, a: u32) -> u32 {
-    m.reduce(a & 0xffff) as u32 | (m.reduce(a >> 16) as u32) << 16
+fn to_words(digits: &[u16], lanes: usize, out: &mut [u32]) {
+    out.fill(0);
+    let (shift, width) = (lanes.trailing_zeros(), 32 / lanes);
+    for (i, &x) in digits.iter().enumerate() {
+        out[i >> shift] |= (x as u32) << (width * (i & (lanes - 1)));
+    }
+}
+
+/// Every lane of `a` reduced mod p (constant-time).
+#[inline(always)]
+fn reduce_lanes(m: Modulus, lanes: usize, a: u32) -> u32 {
+    let width = 32 / lanes;
+    let mask = lane_max(lanes);
+    let mut out = 0;
+    for j in 0..lanes {
+        out |= (m.reduce((a >> (width * j)) & mask) as u32) << (width * j);
+    }
+    out
 }
 
 /// Words back to reduced digits.
-fn from_words(words: &[u32], m: Modulus, out: &mut [u16]) {
-    if m.value() == 2 {
-        for (i, x) in out.iter_mut().enumerate() {
-            *x = (words[i / 32] >> (i % 32)) as u16 & 1;
-        }
-    } else {
-        for (i, x) in out.iter_mut().enumerate() {
-            *x = m.reduce((words[i / 2] >> (16 * (i % 2))) & 0xffff);
-        }
+fn from_words(words: &[u32], m: Modulus, lanes: usize, out: &mut [u16]) {
+    let (shift, width) = (lanes.trailing_zeros(), 32 / lanes);
+    let mask = if lanes == 32 { 1 } else { lane_max(lanes) };
+    for (i, x) in out.iter_mut().enumerate() {
+        *x = m.reduce((words[i >> shift] >> (width * (i & (lanes - 1)))) & mask);
     }
 }
 
@@ -538,7 +593,7 @@ fn nonlinear_layer<L: Link, P: Probe, const N: usize>(
     keys: &GarblerKeys<N>,
     hash: &FixedKeyHash,
     link: &mut L,
-    acts: &mut [Block],
+    acts: &mut [CtPacked],
     probe: &mut P,
 ) -> Result<u64, McuError> {
     let cost = *plan.costs.get(i).ok_or(McuError::PlanMismatch)?;
@@ -557,6 +612,9 @@ fn nonlinear_layer<L: Link, P: Probe, const N: usize>(
     Ok(cost.rows())
 }
 
+/// One element's gadget on the compact garbler (wires of 28 bytes, so the
+/// gadget's frames stay small), rows straight to the link; its output zero
+/// labels replace its inputs in `acts`.
 #[allow(clippy::too_many_arguments)]
 #[inline(never)]
 fn gadget_element<L: Link, const N: usize>(
@@ -568,14 +626,14 @@ fn gadget_element<L: Link, const N: usize>(
     keys: &GarblerKeys<N>,
     hash: &FixedKeyHash,
     link: &mut L,
-    acts: &mut [Block],
+    acts: &mut [CtPacked],
 ) -> Result<(), McuError> {
     let k = base.len();
     let slots = acts.get_mut(e * k..(e + 1) * k).ok_or(McuError::Capacity)?;
-    let x = unpack_bundle(base, slots)?;
+    let x = Bundle::from_wires(slots.iter().cloned())?;
     let start = cost.first_gate + e as u64 * cost.gates_per_element as u64;
     let sink = RowSink { link, rows: 0, failed: None };
-    let mut g = Garbler::with_gates(hash, keys, GateCounter::starting_at(start), sink);
+    let mut g = CompactGarbler::with_gates(hash, keys, GateCounter::starting_at(start), sink);
     let y = run_op(op, sign, &mut g, &x);
     let gates = g.gates().peek();
     let sink = g.into_sink();
@@ -587,16 +645,16 @@ fn gadget_element<L: Link, const N: usize>(
         return Err(McuError::PlanMismatch);
     }
     for (slot, w) in slots.iter_mut().zip(y.wires()) {
-        *slot = w.as_label().to_block();
+        *slot = w.clone();
     }
     Ok(())
 }
 
 /// The zero labels of one element, unpacked.
-fn unpack_bundle(base: &CrtBase, slots: &[Block]) -> Result<Bundle<ZeroLabel>, McuError> {
+fn unpack_bundle(base: &CrtBase, slots: &[CtPacked]) -> Result<Bundle<ZeroLabel>, McuError> {
     let mut wires: heapless::Vec<ZeroLabel, { dash_core::crt::MAX_CRT_PRIMES }> = heapless::Vec::new();
-    for (&m, b) in base.moduli().iter().zip(slots) {
-        wires.push(ZeroLabel::new(Label::from_block(m, *b)?)).map_err(|_| McuError::Capacity)?;
+    for (&m, c) in base.moduli().iter().zip(slots) {
+        wires.push(ZeroLabel::new(c.unpack(m)?)).map_err(|_| McuError::Capacity)?;
     }
     Ok(Bundle::from_wires(wires)?)
 }
@@ -617,10 +675,11 @@ impl<const N: usize> Inference<'_, N> {
         if returned.len() != self.outputs * k || out.len() != self.outputs {
             return Err(McuError::Input);
         }
+        let keys = self.slot.0.as_ref().ok_or(McuError::Capacity)?;
         let mut failed = false;
         for (o, v) in out.iter_mut().enumerate() {
             let zero = unpack_bundle(&self.base, &self.acts[o * k..(o + 1) * k])?;
-            match self.keys.decode_bundle(&self.base, &zero, &returned[o * k..(o + 1) * k]) {
+            match keys.decode_bundle(&self.base, &zero, &returned[o * k..(o + 1) * k]) {
                 Ok(x) => *v = x as i64,
                 Err(Error::AuthenticityCheckFailed) => {
                     failed = true;
