@@ -13,7 +13,7 @@ use dash_host::tensor::CrtTensor;
 use dash_mcu::McuError;
 use dash_mcu::garble::{self, DevicePlan, Link};
 use dash_mcu::netfile::NetFile;
-use rand_chacha::ChaCha20Rng;
+use rand_chacha::ChaCha12Rng;
 use rand_core::{Rng, SeedableRng};
 
 struct VecLink(Vec<u8>);
@@ -47,8 +47,8 @@ fn parity(net: &IntNetwork, seed: u64, inputs: &[Vec<i64>]) {
 
     // One generator per side, one key set per inference, several inferences
     // in a row: the streams must stay in step.
-    let mut host_rng = ChaCha20Rng::seed_from_u64(seed);
-    let mut dev_rng = ChaCha20Rng::seed_from_u64(seed);
+    let mut host_rng = ChaCha12Rng::seed_from_u64(seed);
+    let mut dev_rng = ChaCha12Rng::seed_from_u64(seed);
     let mut acts = vec![CtPacked::EMPTY; garble::act_slots(&file)];
     let mut slot = garble::KeySlot::new();
     for (i, x) in inputs.iter().enumerate() {
@@ -119,7 +119,7 @@ fn parity(net: &IntNetwork, seed: u64, inputs: &[Vec<i64>]) {
     }
 }
 
-fn dense(inputs: usize, outputs: usize, rng: &mut ChaCha20Rng, w: i64, b: i64) -> IntLayer {
+fn dense(inputs: usize, outputs: usize, rng: &mut ChaCha12Rng, w: i64, b: i64) -> IntLayer {
     let mut r = |m: i64| (rng.next_u64() % (2 * m as u64 + 1)) as i64 - m;
     IntLayer::Dense {
         inputs,
@@ -131,7 +131,7 @@ fn dense(inputs: usize, outputs: usize, rng: &mut ChaCha20Rng, w: i64, b: i64) -
 
 #[test]
 fn sign_network_equals_host_byte_for_byte() {
-    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let mut rng = ChaCha12Rng::seed_from_u64(1);
     let net = IntNetwork::new(
         vec![40],
         vec![dense(40, 9, &mut rng, 17, 1700), IntLayer::Sign, IntLayer::Flatten, dense(9, 4, &mut rng, 7000, 4000)],
@@ -146,7 +146,7 @@ fn sign_network_equals_host_byte_for_byte() {
 fn relu_network_equals_host_byte_for_byte() {
     // Two dense layers after the first: the later ones read their inputs
     // from the activation buffer and overwrite it residue by residue.
-    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let mut rng = ChaCha12Rng::seed_from_u64(2);
     let net = IntNetwork::new(
         vec![30],
         vec![
