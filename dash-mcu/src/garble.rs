@@ -696,3 +696,48 @@ impl<const N: usize> Inference<'_, N> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lanes pack and unpack every digit, and the 8-bit fold keeps every
+    /// lane's residue and the bound the dense layer counts on.
+    #[test]
+    fn lanes_round_trip_and_fold_keeps_residues() {
+        for p in [2u16, 3, 5, 7, 11, 13, 17, 37] {
+            let m = Modulus::new(p).unwrap();
+            let lanes = lanes_of(p as u32);
+            let n = m.digits();
+            let mut digits = [0u16; dash_core::MAX_DIGITS];
+            for (i, d) in digits[..n].iter_mut().enumerate() {
+                *d = (i as u16 * 7 + 3) % p;
+            }
+            let mut words = [0u32; 64];
+            let w = n.div_ceil(lanes);
+            to_words(&digits[..n], lanes, &mut words[..w]);
+            let mut back = [0u16; dash_core::MAX_DIGITS];
+            from_words(&words[..w], m, lanes, &mut back[..n]);
+            assert_eq!(back[..n], digits[..n], "p = {p}");
+        }
+        for (p, s, lo, hi, bound) in [
+            (3u32, 6, 0x3f3f_3f3f_u32, 0x0303_0303_u32, 66u32),
+            (7, 6, 0x3f3f_3f3f, 0x0303_0303, 66),
+            (5, 4, 0x0f0f_0f0f, 0x0f0f_0f0f, 30),
+        ] {
+            for v in 0..=255u32 {
+                let word = v | (255 - v) << 8 | (v / 3) << 16 | (v ^ 0x55) << 24;
+                let f = (word & lo) + ((word >> s) & hi);
+                for j in 0..4 {
+                    let (a, b) = ((word >> (8 * j)) & 0xff, (f >> (8 * j)) & 0xff);
+                    assert_eq!(a % p, b % p, "p = {p}, v = {v}, lane {j}");
+                    assert!(b <= bound, "p = {p}, v = {v}: folded lane {b} above {bound}");
+                }
+            }
+            // The dense layer folds after `limit` terms of (p-1)^2 and then
+            // counts the folded lane as this many terms: never past 255.
+            let limit = 255 / ((p - 1) * (p - 1));
+            assert!(bound.div_ceil((p - 1) * (p - 1)) < limit, "p = {p}");
+        }
+    }
+}
