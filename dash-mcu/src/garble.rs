@@ -466,7 +466,7 @@ where
                         // out at once (staged), the zero label only into
                         // the accumulators.
                         let z = keys.input(m, *rng)?;
-                        let x = Into::<i64>::into(input[e]).rem_euclid(p as i64) as u16;
+                        let x = residue_ct(m, Into::<i64>::into(input[e]));
                         let label = keys.encode(&z, x)?;
                         stage[(e % STAGE_ROWS) * 16..][..16].copy_from_slice(&label.to_block().0.to_le_bytes());
                         if e % STAGE_ROWS == STAGE_ROWS - 1 || e + 1 == d.inputs {
@@ -533,6 +533,17 @@ where
     digits.zeroize();
     stage.zeroize();
     result
+}
+
+/// `x mod p` for a secret input value, without a division (the M4's
+/// divider takes a data-dependent number of cycles): the residue of the
+/// two's-complement `u64` by multiplication, corrected by `2^64 mod p` for a
+/// negative `x` through a multiplication by the sign bit.
+fn residue_ct(m: Modulus, x: i64) -> u16 {
+    let r = m.div_rem_u64(x as u64).1;
+    let wrap = m.add(m.div_rem_u64(u64::MAX).1, 1 % m.value());
+    let negative = ((x as u64) >> 63) as u16;
+    m.sub(r, m.mul(wrap, negative))
 }
 
 /// Digits per 32-bit word in the dense accumulators: 32 bits for p = 2
@@ -700,6 +711,19 @@ impl<const N: usize> Inference<'_, N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn residues_of_signed_inputs_are_exact() {
+        for p in [2u16, 3, 5, 7, 11, 13, 17, 37, 59] {
+            let m = Modulus::new(p).unwrap();
+            for x in [0i64, 1, -1, 255, -255, 1 << 40, -(1 << 40), i64::MAX, i64::MIN + 1, 123_456_789, -987_654_321] {
+                assert_eq!(residue_ct(m, x) as i64, x.rem_euclid(p as i64), "p = {p}, x = {x}");
+            }
+            for x in -300..300i64 {
+                assert_eq!(residue_ct(m, x) as i64, x.rem_euclid(p as i64), "p = {p}, x = {x}");
+            }
+        }
+    }
 
     /// Lanes pack and unpack every digit, and the 8-bit fold keeps every
     /// lane's residue and the bound the dense layer counts on.
