@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# dash-core on a Cortex-M4F under QEMU (issue 9): installs QEMU and the
-# target, lints the firmware and the defmt feature, then runs
+# dash-core on a Cortex-M4F under QEMU (issues 9 and 24): installs QEMU and
+# the target, lints the firmware and the defmt feature, then runs
 # firmware/run.sh (both directions, verified against the plaintext
-# reference; fails on any mismatch or QEMU error). Run from the repo root.
+# reference, and whole FHE-DiNN-100 inferences garbled on the device and
+# evaluated by dashgc on 20 MNIST test images; fails on any mismatch, QEMU
+# error or missed footprint target). Run from the repo root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,8 +33,9 @@ rustup target add thumbv7em-none-eabihf
 # checks that the raw defmt log was written.
 command -v defmt-print >/dev/null 2>&1 && defmt-print --version || echo "defmt-print not installed: raw defmt logs only"
 
-echo "-- dash-core with the defmt feature (clippy -D warnings; the firmware build compiles it for the M4)"
+echo "-- dash-core and dash-mcu with the defmt feature (clippy -D warnings; the firmware build compiles them for the M4)"
 cargo clippy --quiet -p dash-core --features defmt -- -D warnings
+cargo clippy --quiet -p dash-mcu --features defmt -- -D warnings
 
 echo "-- firmware and its host checker: fmt and clippy -D warnings"
 (cd firmware && cargo fmt -- --check && cargo clippy --quiet --release --bins -- -D warnings)

@@ -6,7 +6,9 @@
 #   no dash-core);
 #   RAM = statics (.data + .bss) + measured peak stack (stack painting).
 # Fails if the exact k = 7 ReLU evaluator (the whole image, board support
-# included) needs more than 16 KiB of RAM or 64 KiB of flash (issue 9).
+# included) needs more than 16 KiB of RAM or 64 KiB of flash (issue 9), or
+# the whole-network garbler (netgarbler) more than 64 KiB of RAM, 512 KiB of
+# flash or 4e8 instructions per inference (issue 24).
 set -euo pipefail
 fw="$(cd "$(dirname "$0")" && pwd)"
 elf_dir="$fw/target/thumbv7em-none-eabihf/release"
@@ -31,7 +33,7 @@ flash() { echo $(($(section "$1" .text) + $(section "$1" .rodata))); }
 base_flash=$(flash baseline)
 base_stack=$(stat baseline peak_stack)
 printf '%-15s %12s %16s %12s %12s %16s\n' image "flash (B)" "dash-core (B)" "statics (B)" "stack (B)" "dash-core RAM (B)"
-for image in baseline evaluator_relu evaluator garbler; do
+for image in baseline evaluator_relu evaluator garbler netgarbler; do
     stats="$image"
     [ "$image" = evaluator_relu ] && stats=relu
     [ "$image" = evaluator ] && stats=eval
@@ -48,6 +50,7 @@ echo "  evaluator_relu: exact ReLU $(stat relu relu_insns) ($(stat relu relu_row
 echo "  evaluator: exact ReLU $(stat eval relu_insns) ($(stat eval relu_rows) rows), rescale /35 $(stat eval rescale_insns) ($(stat eval rescale_rows) rows), $(stat eval insns_per_row) per garbled row"
 echo "  garbler:   exact ReLU $(stat garble relu_garble_insns) ($(stat garble relu_rows) rows)"
 echo "  projection gate mod $(stat garble proj_modulus) (16 rows): garble $(stat garble proj_garble_insns), evaluate $(stat garble proj_eval_insns)"
+echo "  netgarbler: one FHE-DiNN-100 inference ($(stat netgarbler rows) rows) $(stat netgarbler insns_per_inference): keys $(stat netgarbler keys_insns), dense layers with the input labels $(stat netgarbler dense_insns), sign gadgets $(stat netgarbler gadget_insns), decode and verify $(stat netgarbler decode_insns)"
 
 relu_ram=$((relu_stack + $(section evaluator_relu .data) + $(section evaluator_relu .bss)))
 relu_flash=$(flash evaluator_relu)
@@ -56,3 +59,14 @@ if [ "$relu_ram" -gt "$ram_target" ] || [ "$relu_flash" -gt "$flash_target" ]; t
     exit 1
 fi
 echo "targets (exact k = 7 ReLU evaluator, whole image): RAM $relu_ram B <= $ram_target, flash $relu_flash B <= $flash_target"
+
+# The whole-network garbler (issue 24): FHE-DiNN-100 in 64 KiB of RAM and
+# 512 KiB of flash, at most 4e8 instructions per inference.
+net_ram=$(($(stat netgarbler peak_stack) + $(section netgarbler .data) + $(section netgarbler .bss)))
+net_flash=$(flash netgarbler)
+net_insns=$(stat netgarbler insns_per_inference)
+if [ "$net_ram" -gt 65536 ] || [ "$net_flash" -gt 524288 ] || [ "$net_insns" -gt 400000000 ]; then
+    echo "footprint: netgarbler needs $net_ram B RAM, $net_flash B flash, $net_insns instructions per inference; targets 65536, 524288, 400000000" >&2
+    exit 1
+fi
+echo "targets (FHE-DiNN-100 garbler, whole image): RAM $net_ram B <= 65536, flash $net_flash B <= 524288, $net_insns instructions per inference <= 4e8"

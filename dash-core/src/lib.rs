@@ -69,6 +69,7 @@ mod log;
 pub mod backend;
 pub mod block;
 pub mod compact;
+pub mod compact_garbler;
 pub mod crt;
 pub mod delta;
 pub mod error;

@@ -9,6 +9,8 @@
 //! | [`tensor`] | label tensors (one modulus, contiguous digits) and CRT tensors |
 //! | [`engine`] | garbling and evaluation of an `IntNetwork`, streamed, on all cores |
 //! | [`offload`] | `--device cpu\|cuda\|auto` and the engine's GPU offload (lane-batched gadgets) |
+//! | [`export`] | the integer network as the compact image a device garbler embeds (`dash-mcu`) |
+//! | [`device_eval`] | `dashgc device`: export, test inputs, and the evaluator serving a garbling microcontroller |
 //! | [`format`](mod@format) | the versioned binary format of streamed garbled material |
 //! | [`mnist`] | the IDX reader (raw or gzipped) and the bundled MNIST test set |
 //! | [`model`] | float models (JSON format, conv/pool/BN/residual graph), float reference inference |
@@ -29,7 +31,9 @@ pub use dash_core as core;
 pub mod bench;
 pub mod costs;
 pub mod demo;
+pub mod device_eval;
 pub mod engine;
+pub mod export;
 pub mod format;
 pub mod inference;
 pub mod material;

@@ -81,27 +81,42 @@ impl HostFile {
         if fd as isize == -1 { Err(Fail::Io) } else { Ok(HostFile { fd }) }
     }
 
-    /// Fills `buf` completely, or fails (short file).
+    /// Fills `buf` completely, or fails (short file). A FIFO or a serial
+    /// line may deliver fewer bytes per call than asked: the call is
+    /// repeated until `buf` is full; a call that delivers nothing is the end
+    /// of the file.
     pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), Fail> {
-        if buf.is_empty() {
-            return Ok(());
+        let mut done = 0;
+        while done < buf.len() {
+            let rest = &mut buf[done..];
+            // SAFETY: SYS_READ writes at most `len` bytes into `rest`, which
+            // is valid and exclusively borrowed for the call.
+            let not_read =
+                unsafe { cortex_m_semihosting::syscall(nr::READ, &[self.fd, rest.as_mut_ptr() as usize, rest.len()]) };
+            let got = rest.len().checked_sub(not_read).ok_or(Fail::Io)?;
+            if got == 0 {
+                return Err(Fail::Io);
+            }
+            done += got;
         }
-        // SAFETY: SYS_READ writes at most `len` bytes into `buf`, which is
-        // valid and exclusively borrowed for the call.
-        let not_read =
-            unsafe { cortex_m_semihosting::syscall(nr::READ, &[self.fd, buf.as_mut_ptr() as usize, buf.len()]) };
-        if not_read == 0 { Ok(()) } else { Err(Fail::Io) }
+        Ok(())
     }
 
-    /// Writes all of `buf`.
+    /// Writes all of `buf` (repeating the call after a partial write).
     pub fn write_all(&mut self, buf: &[u8]) -> Result<(), Fail> {
-        if buf.is_empty() {
-            return Ok(());
+        let mut done = 0;
+        while done < buf.len() {
+            let rest = &buf[done..];
+            // SAFETY: SYS_WRITE reads `len` bytes from `rest`, valid for the call.
+            let not_written =
+                unsafe { cortex_m_semihosting::syscall(nr::WRITE, &[self.fd, rest.as_ptr() as usize, rest.len()]) };
+            let put = rest.len().checked_sub(not_written).ok_or(Fail::Io)?;
+            if put == 0 {
+                return Err(Fail::Io);
+            }
+            done += put;
         }
-        // SAFETY: SYS_WRITE reads `len` bytes from `buf`, valid for the call.
-        let not_written =
-            unsafe { cortex_m_semihosting::syscall(nr::WRITE, &[self.fd, buf.as_ptr() as usize, buf.len()]) };
-        if not_written == 0 { Ok(()) } else { Err(Fail::Io) }
+        Ok(())
     }
 
     /// Reads a little-endian `u32`.
@@ -269,6 +284,11 @@ impl Counter {
     /// The counter now.
     pub fn now(&self) -> Instant {
         Instant(SYST::get_current())
+    }
+
+    /// Ticks from `from` to `to` (modulo 2^24).
+    pub fn between(&self, from: Instant, to: Instant) -> u64 {
+        (from.0.wrapping_sub(to.0) & 0x00FF_FFFF) as u64
     }
 
     /// Ticks since `from` (modulo 2^24: see the type's documentation).

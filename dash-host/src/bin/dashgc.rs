@@ -18,6 +18,8 @@
 //!   per image; a dropped connection is retried with backoff.
 //! * `dashgc token-hash`: the line of a server's token file for a token
 //!   read from standard input.
+//! * `dashgc device (export|images|serve|check-material)`: a microcontroller
+//!   as the garbler (`device_eval`, docs/EMBEDDED.md).
 //! * `dashgc bench [--quick] [--json]`: single-threaded micro-benchmarks,
 //!   each also given as a ratio to the AES block time of the same run.
 
@@ -61,6 +63,10 @@ enum Command {
     /// Read a bearer token from standard input and print the line of a
     /// server's token file (`NAME SHA256`) for it.
     TokenHash(TokenHashArgs),
+    /// A microcontroller as the garbler: export the network image it
+    /// embeds, write its test inputs, evaluate what it streams, check its
+    /// material against the host garbler's (docs/EMBEDDED.md).
+    Device(dash_host::device_eval::DeviceArgs),
 }
 
 #[derive(Args)]
@@ -770,6 +776,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_run(args),
         Command::Bench(args) => run_bench(args),
         Command::Costs(args) => run_costs(args),
+        Command::Device(args) => dash_host::device_eval::run(args),
         Command::Serve(args) => run_serve(args),
         Command::Query(args) => run_query(args),
         Command::TokenHash(args) => run_token_hash(args),
