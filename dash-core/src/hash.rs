@@ -56,12 +56,6 @@ impl Tweak {
 /// keeps the backend's full width in flight (see [`FixedKeyHash::par_blocks`]).
 pub const HASH_LANES: usize = 8;
 
-/// Backends with narrower passes than this (AES-NI: 8 blocks) run two
-/// passes back to back per group, so the core has independent rounds to
-/// overlap while each pass's latency runs out. Wider backends (VAES: 30 or
-/// 64 blocks per pass) run one pass per group.
-const IN_FLIGHT: usize = 16;
-
 /// Fixed-key AES as a tweakable hash. Build once and share (`&FixedKeyHash`
 /// is `Sync`); building expands the AES key schedule.
 ///
@@ -129,7 +123,7 @@ impl FixedKeyHash {
     #[inline]
     pub fn hash(&self, tweak: Tweak, x: Block) -> Block {
         let mut out = [x];
-        self.aes.encrypt_with_backend(Run::<_, true, true> { blocks: &mut out, tweaks: Same(tweak.0) });
+        self.aes.encrypt_with_backend(Run::<_, true, true> { blocks: &mut out, tweaks: Same::new(tweak) });
         out[0]
     }
 
@@ -145,7 +139,7 @@ impl FixedKeyHash {
 
     /// `H(tweak, blocks[i])` for every `i`, in place (the rows of one gate).
     pub fn hash_batch_same_tweak(&self, tweak: Tweak, blocks: &mut [Block]) {
-        self.aes.encrypt_with_backend(Run::<_, true, true> { blocks, tweaks: Same(tweak.0) });
+        self.aes.encrypt_with_backend(Run::<_, true, true> { blocks, tweaks: Same::new(tweak) });
     }
 
     /// The second half of `H(tweak, x)` for every `x`, given `first[i] = π(x_i)`:
@@ -156,23 +150,37 @@ impl FixedKeyHash {
     pub(crate) fn finish_same_tweak(&self, tweak: Tweak, first: &[Block], out: &mut [Block]) {
         let n = first.len().min(out.len());
         out[..n].copy_from_slice(&first[..n]);
-        self.aes.encrypt_with_backend(Run::<_, false, true> { blocks: &mut out[..n], tweaks: Same(tweak.0) });
+        self.aes.encrypt_with_backend(Run::<_, false, true> { blocks: &mut out[..n], tweaks: Same::new(tweak) });
     }
 }
 
-/// The tweak of block `i` of a run.
+/// The tweaks of a run: block `i`'s as an AES block, and those of a
+/// stretch of the run (so each stretch indexes its own, bounds checked once).
 trait Tweaks: Copy {
-    fn at(self, i: usize) -> u128;
+    fn at(self, i: usize) -> aes::Block;
+    fn part(self, start: usize, len: usize) -> Self;
 }
 
 /// One tweak for the whole run (the rows of one gate).
 #[derive(Clone, Copy)]
-struct Same(u128);
+struct Same(aes::Block);
+
+impl Same {
+    #[inline(always)]
+    fn new(t: Tweak) -> Same {
+        Same(t.0.to_le_bytes().into())
+    }
+}
 
 impl Tweaks for Same {
     #[inline(always)]
-    fn at(self, _: usize) -> u128 {
+    fn at(self, _: usize) -> aes::Block {
         self.0
+    }
+
+    #[inline(always)]
+    fn part(self, _: usize, _: usize) -> Self {
+        self
     }
 }
 
@@ -182,8 +190,13 @@ struct Each<'a>(&'a [Tweak]);
 
 impl Tweaks for Each<'_> {
     #[inline(always)]
-    fn at(self, i: usize) -> u128 {
-        self.0[i].0
+    fn at(self, i: usize) -> aes::Block {
+        self.0[i].0.to_le_bytes().into()
+    }
+
+    #[inline(always)]
+    fn part(self, start: usize, len: usize) -> Self {
+        Each(&self.0[start..start + len])
     }
 }
 
@@ -193,19 +206,44 @@ struct NoTweak;
 
 impl Tweaks for NoTweak {
     #[inline(always)]
-    fn at(self, _: usize) -> u128 {
-        0
+    fn at(self, _: usize) -> aes::Block {
+        aes::Block::default()
+    }
+
+    #[inline(always)]
+    fn part(self, _: usize, _: usize) -> Self {
+        self
     }
 }
 
+// Blocks stay in AES's byte form between the passes, and XOR goes through
+// a vector register on x86-64: as `u128` (or byte by byte) it goes through
+// general registers, lane shuffles and stores in halves (which a later
+// 16-byte load cannot forward from), which cost the hash more than AES.
+
 #[inline(always)]
-fn to_aes(x: u128) -> aes::Block {
-    x.to_le_bytes().into()
+fn load(b: &Block) -> aes::Block {
+    b.to_bytes().into()
 }
 
 #[inline(always)]
-fn from_aes(b: &aes::Block) -> u128 {
-    u128::from_le_bytes((*b).into())
+fn store(b: &mut Block, a: &aes::Block) {
+    *b = Block::from_bytes((*a).into());
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn xor(a: &aes::Block, b: &aes::Block) -> aes::Block {
+    use safe_arch::m128i;
+    let (a, b): ([u8; 16], [u8; 16]) = ((*a).into(), (*b).into());
+    <[u8; 16]>::from(m128i::from(a) ^ m128i::from(b)).into()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn xor(a: &aes::Block, b: &aes::Block) -> aes::Block {
+    let (a, b): ([u8; 16], [u8; 16]) = ((*a).into(), (*b).into());
+    (u128::from_le_bytes(a) ^ u128::from_le_bytes(b)).to_le_bytes().into()
 }
 
 /// One run of blocks through the backend, in place. `FIRST`: `y = π(x)`
@@ -214,11 +252,12 @@ fn from_aes(b: &aes::Block) -> u128 {
 /// `finish_same_tweak` is (false, true).
 ///
 /// Order: the part that does not fill a backend pass first (a short,
-/// latency-bound stretch that the full groups after it overlap), then
-/// groups of two whole passes where a pass is narrower than [`IN_FLIGHT`]
-/// blocks, then single whole passes.
-/// Which path a block takes depends only on the run's length and the
-/// backend (public), never on a block's value.
+/// latency-bound stretch that the whole passes after it overlap), then
+/// whole passes, both AES passes of each back to back. (Two or four
+/// backend passes in flight per group were no faster on AES-NI: see
+/// `FixedKeyHash::permute_in_flight` and BENCHMARKS.md.) Which path a block
+/// takes depends only on the run's length and the backend (public), never
+/// on a block's value.
 struct Run<'a, T: Tweaks, const FIRST: bool, const SECOND: bool> {
     blocks: &'a mut [Block],
     tweaks: T,
@@ -240,20 +279,12 @@ impl<T: Tweaks, const FIRST: bool, const SECOND: bool> BlockCipherEncClosure for
         // pass uses wide registers, and one call instead of several on the
         // bit-sliced backend, whose single blocks cost a whole pass).
         if 2 * tail >= width {
-            group::<B, T, FIRST, SECOND, 1>(backend, &mut blocks[..tail], tweaks, 0);
+            group::<B, T, FIRST, SECOND, 1>(backend, &mut blocks[..tail], tweaks.part(0, tail));
         } else {
-            singles::<B, T, FIRST, SECOND>(backend, &mut blocks[..tail], tweaks, 0);
+            singles::<B, T, FIRST, SECOND>(backend, &mut blocks[..tail], tweaks.part(0, tail));
         }
-        let mut i = tail;
-        if width < IN_FLIGHT {
-            while n - i >= 2 * width {
-                group::<B, T, FIRST, SECOND, 2>(backend, &mut blocks[i..i + 2 * width], tweaks, i);
-                i += 2 * width;
-            }
-        }
-        while i < n {
-            group::<B, T, FIRST, SECOND, 1>(backend, &mut blocks[i..i + width], tweaks, i);
-            i += width;
+        for (k, pass) in blocks[tail..].chunks_exact_mut(width).enumerate() {
+            group::<B, T, FIRST, SECOND, 1>(backend, pass, tweaks.part(tail + k * width, width));
         }
     }
 }
@@ -266,27 +297,28 @@ fn singles<B: BlockCipherEncBackend<BlockSize = U16>, T: Tweaks, const FIRST: bo
     backend: &B,
     blocks: &mut [Block],
     tweaks: T,
-    base: usize,
 ) {
     if FIRST {
         for b in blocks.iter_mut() {
-            let mut a = to_aes(b.0);
+            let mut a = load(b);
             backend.encrypt_block_inplace(&mut a);
-            b.0 = from_aes(&a);
+            store(b, &a);
         }
     }
     if SECOND {
         for (i, b) in blocks.iter_mut().enumerate() {
-            let mut a = to_aes(b.0 ^ tweaks.at(base + i));
-            backend.encrypt_block_inplace(&mut a);
-            b.0 ^= from_aes(&a);
+            let y = load(b);
+            let mut z = xor(&y, &tweaks.at(i));
+            backend.encrypt_block_inplace(&mut z);
+            store(b, &xor(&z, &y));
         }
     }
 }
 
 /// Up to `G` backend passes' worth of blocks (`blocks.len() <= G · width`;
 /// a shorter slice is padded with zero blocks, whose results are dropped),
-/// each AES pass issued for all `G` groups before the next one.
+/// each AES pass issued for all `G` groups before the next one. `tweaks`
+/// are this stretch's own.
 #[inline(always)]
 fn group<
     B: BlockCipherEncBackend<BlockSize = U16>,
@@ -298,40 +330,52 @@ fn group<
     backend: &B,
     blocks: &mut [Block],
     tweaks: T,
-    base: usize,
 ) {
     let width = B::ParBlocksSize::USIZE;
-    let len = blocks.len();
-    let mut y: [ParBlocks<B>; G] =
-        core::array::from_fn(|g| Array::from_fn(|i| to_aes(blocks.get(g * width + i).map_or(0, |b| b.0))));
+    // Filled by plain loops: `Array::from_fn` is not inlined here.
+    let mut y: [ParBlocks<B>; G] = core::array::from_fn(|_| Array::default());
+    for (g, y) in y.iter_mut().enumerate() {
+        for (i, y) in y.iter_mut().enumerate() {
+            if let Some(b) = blocks.get(g * width + i) {
+                *y = load(b);
+            }
+        }
+    }
     if FIRST {
         for p in y.iter_mut() {
             backend.encrypt_par_blocks_inplace(p);
         }
     }
-    if SECOND {
-        let mut z: [ParBlocks<B>; G] = core::array::from_fn(|g| {
-            Array::from_fn(|i| {
-                let j = g * width + i;
-                to_aes(from_aes(&y[g][i]) ^ if j < len { tweaks.at(base + j) } else { 0 })
-            })
-        });
-        for p in z.iter_mut() {
-            backend.encrypt_par_blocks_inplace(p);
-        }
-        for (g, (y, z)) in y.iter().zip(&z).enumerate() {
-            for (i, (y, z)) in y.iter().zip(z).enumerate() {
-                if let Some(b) = blocks.get_mut(g * width + i) {
-                    b.0 = from_aes(y) ^ from_aes(z);
-                }
-            }
-        }
-    } else {
+    if !SECOND {
         for (g, y) in y.iter().enumerate() {
             for (i, y) in y.iter().enumerate() {
                 if let Some(b) = blocks.get_mut(g * width + i) {
-                    b.0 = from_aes(y);
+                    store(b, y);
                 }
+            }
+        }
+        return;
+    }
+    let len = blocks.len();
+    // The first pass's results go through memory: without this barrier the
+    // compiler reorders the second pass into one chain of rounds per block
+    // (to save registers), which the core cannot overlap well, and the
+    // hash ran at 3.5 AES blocks instead of 2 (AES-NI, benches/aes.rs).
+    let y = core::hint::black_box(y);
+    let mut z: [ParBlocks<B>; G] = core::array::from_fn(|_| Array::default());
+    for (g, (z, y)) in z.iter_mut().zip(&y).enumerate() {
+        for (i, (z, y)) in z.iter_mut().zip(y).enumerate() {
+            let j = g * width + i;
+            *z = if j < len { xor(y, &tweaks.at(j)) } else { *y };
+        }
+    }
+    for p in z.iter_mut() {
+        backend.encrypt_par_blocks_inplace(p);
+    }
+    for (g, (y, z)) in y.iter().zip(&z).enumerate() {
+        for (i, (y, z)) in y.iter().zip(z).enumerate() {
+            if let Some(b) = blocks.get_mut(g * width + i) {
+                store(b, &xor(z, y));
             }
         }
     }
@@ -351,9 +395,9 @@ impl<const G: usize> BlockCipherEncClosure for Fixed<'_, G> {
         let width = B::ParBlocksSize::USIZE;
         let mut chunks = self.0.chunks_exact_mut(G * width);
         for c in chunks.by_ref() {
-            group::<B, NoTweak, true, false, G>(backend, c, NoTweak, 0);
+            group::<B, NoTweak, true, false, G>(backend, c, NoTweak);
         }
-        singles::<B, NoTweak, true, false>(backend, chunks.into_remainder(), NoTweak, 0);
+        singles::<B, NoTweak, true, false>(backend, chunks.into_remainder(), NoTweak);
     }
 }
 
