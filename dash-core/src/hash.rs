@@ -458,8 +458,7 @@ mod tests {
 
     /// `H(t, x)` straight from the definition, one `encrypt_block` per pass:
     /// the reference every path is compared with.
-    fn reference(t: Tweak, x: Block) -> Block {
-        let aes = Aes128::new(&FIXED_KEY.into());
+    fn reference(aes: &Aes128, t: Tweak, x: Block) -> Block {
         let mut first: aes::Block = x.to_bytes().into();
         aes.encrypt_block(&mut first);
         let y = u128::from_le_bytes(first.into());
@@ -489,11 +488,11 @@ mod tests {
         let t = Tweak::new(Domain::MulBit, 0xdead_beef, 2);
         for n in 0..=max {
             let xs = &xs[..n];
-            let each: [Block; 100] =
-                core::array::from_fn(|i| h.hash(tweaks[i], xs.get(i).copied().unwrap_or_default()));
-            let same: [Block; 100] = core::array::from_fn(|i| h.hash(t, xs.get(i).copied().unwrap_or_default()));
+            // Only the first n (the rest stay zero): Miri runs this too.
+            let each: [Block; 100] = core::array::from_fn(|i| xs.get(i).map_or(Block::ZERO, |x| h.hash(tweaks[i], *x)));
+            let same: [Block; 100] = core::array::from_fn(|i| xs.get(i).map_or(Block::ZERO, |x| h.hash(t, *x)));
             for i in 0..n {
-                assert_eq!(each[i], reference(tweaks[i], xs[i]), "hash, block {i}");
+                assert_eq!(each[i], reference(&aes, tweaks[i], xs[i]), "hash, block {i}");
             }
 
             let mut batch = [Block::ZERO; 100];
