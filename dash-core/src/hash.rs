@@ -96,8 +96,9 @@ impl FixedKeyHash {
 
     /// Blocks per pass of the AES backend chosen at run time on this CPU:
     /// 64 (VAES with AVX-512), 30 (VAES, 256-bit), 8 (AES-NI; also the
-    /// ARMv8 backend), 2 or 4 (the bit-sliced software backend on 32- and
-    /// 64-bit targets). Public information about the machine, for reports.
+    /// ARMv8 backend), 4, 2 or 1 (the bit-sliced software backend on 64-,
+    /// 32- and 16-bit targets). Public information about the machine, for
+    /// reports.
     pub fn par_blocks(&self) -> usize {
         let mut width = 0;
         self.aes.encrypt_with_backend(Width(&mut width));
