@@ -547,7 +547,8 @@ mod tests {
         let want = Block(0x50ff_9499_71f3_d60f_17a9_b44f_a1a2_de16);
         let h = FixedKeyHash::new();
         assert_eq!(h.hash(t, x), want);
-        for n in [1, 7, 8, 9, 16, 17, 30, 31, 64, 65] {
+        let lengths: &[usize] = if cfg!(miri) { &[1, 3, 4, 5] } else { &[1, 7, 8, 9, 16, 17, 30, 31, 64, 65] };
+        for &n in lengths {
             let mut v = [x; 65];
             h.hash_batch_same_tweak(t, &mut v[..n]);
             assert!(v[..n].iter().all(|b| *b == want), "same tweak, length {n}");
