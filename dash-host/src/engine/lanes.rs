@@ -301,6 +301,10 @@ impl<T: LaneOps> Backend for Lanes<T> {
         if a.lanes() != self.lanes {
             return Err(Error::LengthMismatch);
         }
+        if outs.is_empty() {
+            // Nothing to project (as on every other backend: no gate used).
+            return Ok(());
+        }
         let rows = a.modulus.value() as usize - 1;
         let sites = outs.iter().map(|_| self.site(rows)).collect::<Result<Vec<_>, _>>()?;
         let wires = self.ops.project_many(&sites, a, outs, table)?;
@@ -327,5 +331,60 @@ impl<T: LaneOps> Backend for Lanes<T> {
         }
         let site = self.site(p.value() as usize + 1)?;
         self.ops.mul_bit(site, x, bit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A party that has no gates to give.
+    struct NoGates;
+
+    impl LaneOps for NoGates {
+        fn one(&self, _m: Modulus) -> Result<&[u16], Error> {
+            Err(Error::InvalidParameter)
+        }
+
+        fn project(
+            &mut self,
+            _: GateSite,
+            _: &LaneWire,
+            _: Modulus,
+            _: impl Fn(u16) -> u16,
+        ) -> Result<LaneWire, Error> {
+            Err(Error::InvalidParameter)
+        }
+
+        fn mul_bit(&mut self, _: GateSite, _: &LaneWire, _: &LaneWire) -> Result<LaneWire, Error> {
+            Err(Error::InvalidParameter)
+        }
+    }
+
+    /// Found by the `network` fuzz target: a sign gadget whose residue has
+    /// no digit to feed projects it into no modulus at all; that must use
+    /// no gate and succeed, as on the per-element backends.
+    #[test]
+    fn projecting_into_no_modulus_uses_no_gate() {
+        let m3 = Modulus::new(3).unwrap();
+        let layout = Layout { first_gate: 0, gates_per_element: 0, rows_per_element: 0 };
+        let mut lanes = Lanes::new(NoGates, 2, layout, 0);
+        let wire = LaneWire::new(m3, vec![0; 2 * m3.digits()]).unwrap();
+        let mut called = false;
+        lanes
+            .project_many(
+                &wire,
+                &[],
+                |_, x| x,
+                |_, _, _| {
+                    called = true;
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert!(!called);
+        assert_eq!(lanes.used(), (0, 0));
+        // One output with no gate left is refused, not run.
+        assert_eq!(lanes.project_many(&wire, &[m3], |_, x| x, |_, _, _| Ok(())), Err(Error::GateIdsExhausted));
     }
 }
