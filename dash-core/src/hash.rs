@@ -564,26 +564,6 @@ mod tests {
         assert_eq!(zero[0], Block(0x7a23_7005_fa79_192e_0adf_bd3c_9916_5285));
     }
 
-    /// The backend is the one the CPU's features select at run time (the
-    /// `aes` crate's order: VAES with AVX-512, VAES, AES-NI, software);
-    /// VAES is only ever used where detected.
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    #[test]
-    fn backend_follows_the_cpu() {
-        extern crate std;
-        let width = FixedKeyHash::new().par_blocks();
-        let want = if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("vaes") {
-            64
-        } else if std::is_x86_feature_detected!("vaes") {
-            30
-        } else if std::is_x86_feature_detected!("aes") {
-            8
-        } else {
-            4
-        };
-        assert_eq!(width, want);
-    }
-
     #[test]
     fn tweak_fields_do_not_overlap() {
         let a = Tweak::new(Domain::Projection, u64::MAX, 0);
