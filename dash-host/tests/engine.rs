@@ -109,7 +109,11 @@ fn nonlinear_layers() {
     let mut r = rng(2);
     check(&net(5, &[3, 4, 5], vec![IntLayer::Relu]), 2, 1155, 40);
     check(&net(5, &[20], vec![IntLayer::Sign]), 2, 1155, 41);
-    for (k, s) in [([2, 2], [2, 2]), ([3, 2], [1, 2]), ([3, 3], [2, 2]), ([1, 1], [1, 1])] {
+    // A 1×1 window with a stride > 1 picks elements without comparing any:
+    // it once took the element-wise path and read the wrong elements (found
+    // by the network fuzz target).
+    for (k, s) in [([2, 2], [2, 2]), ([3, 2], [1, 2]), ([3, 3], [2, 2]), ([1, 1], [1, 1]), ([1, 1], [3, 3]), ([1, 1], [1, 2])]
+    {
         check(&net(5, &[2, 5, 6], vec![IntLayer::MaxPool { kernel: k, stride: s }]), 1, 1155, 42);
     }
     for (d, rounding) in [(2, Rounding::Floor), (35, Rounding::Nearest), (15, Rounding::Ceil), (11, Rounding::Floor)] {

@@ -116,8 +116,10 @@ pub(crate) fn run_gadget<T: LaneOps + Send>(
 fn gather(plan: &Plan, i: usize, gadget: &Gadget, x: &CrtTensor, first: usize, count: usize) -> Vec<Bundle<LaneWire>> {
     let data = &plan.data;
     let arity = gadget.arity();
-    if arity == 1 {
-        // The element is its own input: each residue is one contiguous copy.
+    // An element-wise gadget reads its own element: each residue is one
+    // contiguous copy. A max-pool reads a window, even a 1×1 one, whose
+    // stride still picks which elements are read.
+    if gadget.is_elementwise() {
         let wires = x.residues().iter().map(|t| {
             let n = t.label_len();
             LaneWire::from_trusted(t.modulus(), t.digits()[first * n..(first + count) * n].to_vec())

@@ -40,6 +40,15 @@ impl Gadget {
         }
     }
 
+    /// Whether output element `e` reads input element `e` alone (and the
+    /// layer keeps its shape).
+    pub(crate) fn is_elementwise(&self) -> bool {
+        match self {
+            Gadget::MaxPool { .. } => false,
+            Gadget::Relu | Gadget::Sign | Gadget::Rescale(_) => true,
+        }
+    }
+
     /// Runs the gadget on any backend: the cost counter, the per-element
     /// core backends, and the engine's lanes.
     pub(crate) fn run<B: Backend>(
