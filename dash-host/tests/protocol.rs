@@ -9,7 +9,7 @@
 //! the accept loop, sanitised logs, metrics, and 32 concurrent clients.
 
 use dash_core::{Block, CrtBase};
-use dash_host::engine::{self, Plan};
+use dash_host::engine::{self, EngineError, Plan};
 use dash_host::network::{IntLayer, IntNetwork};
 use dash_host::protocol::auth::{ClientLimits, Token, TokenStore, token_hash_hex};
 use dash_host::protocol::client::{Client, ClientConfig, run_batch};
@@ -538,7 +538,10 @@ fn every_single_bit_flip_of_every_output_label_is_rejected() {
     for mode in MODES {
         for (i, &(label, bit)) in cases.iter().enumerate() {
             let e = trial(mode, Cheat::FlipBit { label, bit }, 0, 1000 + i as u64);
-            assert!(matches!(e, ProtocolError::Verification(_)), "{mode:?} label {label} bit {bit}: {e}");
+            assert!(
+                matches!(e, ProtocolError::Verification(EngineError::Authenticity)),
+                "{mode:?} label {label} bit {bit}: {e}"
+            );
             trials += 1;
         }
     }
@@ -561,12 +564,15 @@ fn other_wires_and_inferences(mode: Mode) {
         let other_residue = to - to % k + (to + 1) % k;
         for from in [same_residue, other_residue] {
             let e = trial(mode, Cheat::OtherWire { from, to }, 0, 5000 + (to * 2 + from) as u64);
-            assert!(matches!(e, ProtocolError::Verification(_)), "label {from} for {to}: {e}");
+            assert!(matches!(e, ProtocolError::Verification(EngineError::Authenticity)), "label {from} for {to}: {e}");
         }
     }
     for s in 0..5 {
         let e = trial(mode, Cheat::OtherInference, 1, 6000 + s);
-        assert!(matches!(e, ProtocolError::Verification(_)), "{e}");
+        assert!(matches!(e, ProtocolError::Verification(EngineError::Authenticity)), "{e}");
+        // Callers that only hold a `dyn Error` find the engine's error as its source.
+        let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<EngineError>());
+        assert!(matches!(source, Some(EngineError::Authenticity)), "{e}");
     }
 }
 

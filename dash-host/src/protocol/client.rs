@@ -13,7 +13,7 @@ use super::tls::{ClientTls, TlsClientStream};
 use super::transport::Transport;
 use super::wire::{CircuitId, MAX_CHUNK_BYTES, Message};
 use super::{Conn, ProtocolError, check_agreement, hello_for, material_bytes, output_labels};
-use crate::engine::{self, GarblerSession, Plan};
+use crate::engine::{self, EngineError, GarblerSession, Plan};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use std::collections::VecDeque;
@@ -228,7 +228,7 @@ impl Client {
 
     fn guard(&self) -> Result<(), ProtocolError> {
         if self.failed {
-            Err(ProtocolError::Engine(
+            Err(ProtocolError::Local(
                 "this connection failed earlier and is closed (fail-closed); connect again".into(),
             ))
         } else {
@@ -292,13 +292,13 @@ impl Client {
                     crate::engine::EngineError::Io { source, .. } => {
                         ProtocolError::Io { context: "streaming garbled material", source }
                     }
-                    e => ProtocolError::Engine(format!("garbling: {e:#}")),
+                    source => ProtocolError::Engine { context: "garbling", source },
                 });
             }
         };
         w.send().map_err(|e| ProtocolError::io("streaming garbled material", e))?;
         if w.written != bytes {
-            return Err(ProtocolError::Engine(format!(
+            return Err(ProtocolError::Local(format!(
                 "garbler wrote {} bytes of material, the plan says {bytes}",
                 w.written
             )));
@@ -330,7 +330,7 @@ impl Client {
     }
 
     fn forward(&mut self, pieces: &Receiver<Piece>) -> Result<Prepared, ProtocolError> {
-        let lost = || ProtocolError::Engine("the garbling thread stopped".into());
+        let lost = || ProtocolError::Local("the garbling thread stopped".into());
         let Ok(Piece::Begin(id)) = pieces.recv() else { return Err(lost()) };
         let bytes = material_bytes(&self.plan);
         self.stats.offline_bytes += self.conn.write(&Message::MaterialBegin { id, bytes })? as u64;
@@ -343,7 +343,7 @@ impl Client {
                 }
                 Piece::End(session) => {
                     if sent != bytes {
-                        return Err(ProtocolError::Engine(format!(
+                        return Err(ProtocolError::Local(format!(
                             "garbler wrote {sent} bytes of material, the plan says {bytes}"
                         )));
                     }
@@ -351,7 +351,7 @@ impl Client {
                     self.conn.flush()?;
                     return Ok(Prepared { id, session: *session });
                 }
-                Piece::Failed(e) => return Err(ProtocolError::Engine(format!("garbling: {e}"))),
+                Piece::Failed(source) => return Err(ProtocolError::Engine { context: "garbling", source }),
                 Piece::Begin(_) => return Err(lost()),
             }
         }
@@ -366,7 +366,7 @@ impl Client {
             self.prepare()?;
         }
         let Some(prepared) = self.queue.pop_front() else {
-            return self.fail(ProtocolError::Engine("no circuit prepared".into()));
+            return self.fail(ProtocolError::Local("no circuit prepared".into()));
         };
         // `prepared` is dropped at the end of this call whatever happens:
         // its keys never serve a second query.
@@ -389,7 +389,7 @@ impl Client {
         let (labels, awaiting) = prepared
             .session
             .encode_input(input)
-            .map_err(|e| ProtocolError::Engine(format!("encoding the input: {e:#}")))?;
+            .map_err(|e| ProtocolError::Engine { context: "encoding the input", source: e.error })?;
         let mut sent = self.conn.write(&Message::Query { id: prepared.id, labels: labels.to_blocks() })? as u64;
         drop(labels);
         self.conn.flush()?;
@@ -413,8 +413,9 @@ impl Client {
                 got: returned.len() as u64,
             });
         }
-        let output = awaiting.decode_output(&returned).map_err(|e| {
-            ProtocolError::Verification(format!("{e:#}: an output label is not a valid label of its wire"))
+        let output = awaiting.decode_output(&returned).map_err(|e| match e {
+            EngineError::Authenticity => ProtocolError::Verification(e),
+            source => ProtocolError::Engine { context: "decoding the answer", source },
         })?;
         Ok(Inference { circuit: prepared.id, output, online_bytes: sent, online_seconds: t.elapsed().as_secs_f64() })
     }
@@ -435,7 +436,7 @@ enum Piece {
     Begin(CircuitId),
     Chunk(Vec<u8>),
     End(Box<GarblerSession>),
-    Failed(String),
+    Failed(EngineError),
 }
 
 /// Chunks written by the garbler, handed on through a bounded channel.
@@ -526,7 +527,7 @@ pub fn run_batch(
                     Ok(s)
                 }) {
                     Ok(session) => Piece::End(Box::new(session)),
-                    Err(e) => Piece::Failed(format!("{e:#}")),
+                    Err(e) => Piece::Failed(e),
                 };
                 let failed = matches!(piece, Piece::Failed(_));
                 if tx.send(piece).is_err() || failed {

@@ -47,7 +47,7 @@ pub fn error_kind(e: &ProtocolError) -> &'static str {
         ProtocolError::Tls(_) => "tls",
         ProtocolError::Remote(_) => "remote",
         ProtocolError::Io { .. } => "io",
-        ProtocolError::Engine(_) | ProtocolError::Verification(_) => "engine",
+        ProtocolError::Engine { .. } | ProtocolError::Local(_) | ProtocolError::Verification(_) => "engine",
     }
 }
 

@@ -43,7 +43,7 @@ pub mod tls;
 pub mod transport;
 pub mod wire;
 
-use crate::engine::Plan;
+use crate::engine::{EngineError, Plan};
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 pub use transport::{Transport, sanitize};
@@ -141,10 +141,21 @@ pub enum ProtocolError {
     /// [`ProtocolError::remote`]).
     Remote(String),
     /// Output labels that are not valid labels of their wires: the server
-    /// cheated or the answer was corrupted. Nothing is decoded.
-    Verification(String),
-    /// Garbling or evaluation failed locally.
-    Engine(String),
+    /// cheated or the answer was corrupted. Nothing is decoded. The source
+    /// is the engine's [`EngineError::Authenticity`].
+    Verification(EngineError),
+    /// Garbling, encoding or evaluation failed locally; the engine's error
+    /// is the source.
+    Engine {
+        /// What this side was doing.
+        context: &'static str,
+        /// The engine's error.
+        source: EngineError,
+    },
+    /// This side cannot go on for a reason of its own (a connection that
+    /// failed earlier, a garbling thread that stopped, a size mismatch
+    /// between the garbler and the plan).
+    Local(String),
 }
 
 impl ProtocolError {
@@ -194,7 +205,11 @@ impl ProtocolError {
     pub fn is_peer_fault(&self) -> bool {
         !matches!(
             self,
-            ProtocolError::Io { .. } | ProtocolError::Engine(_) | ProtocolError::Limit(_) | ProtocolError::Tls(_)
+            ProtocolError::Io { .. }
+                | ProtocolError::Engine { .. }
+                | ProtocolError::Local(_)
+                | ProtocolError::Limit(_)
+                | ProtocolError::Tls(_)
         )
     }
 }
@@ -237,8 +252,11 @@ impl core::fmt::Display for ProtocolError {
             ProtocolError::Auth(s) => write!(f, "authentication failed: {s}"),
             ProtocolError::Tls(s) => write!(f, "TLS: {s}"),
             ProtocolError::Remote(s) => write!(f, "the peer reported an error: {}", sanitize(s)),
-            ProtocolError::Verification(s) => write!(f, "output verification failed: {s}"),
-            ProtocolError::Engine(s) => write!(f, "{s}"),
+            ProtocolError::Verification(_) => {
+                write!(f, "output verification failed: an output label is not a valid label of its wire")
+            }
+            ProtocolError::Engine { context, source } => write!(f, "{context}: {source}"),
+            ProtocolError::Local(s) => write!(f, "{s}"),
         }
     }
 }
@@ -247,6 +265,7 @@ impl std::error::Error for ProtocolError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ProtocolError::Io { source, .. } => Some(source),
+            ProtocolError::Engine { source, .. } | ProtocolError::Verification(source) => Some(source),
             _ => None,
         }
     }

@@ -438,7 +438,7 @@ impl<'a> Service<'a> {
                         .map_err(|e| ProtocolError::malformed(MessageKind::Query, format!("{e:#}")))?;
                     let t = Instant::now();
                     let out = engine::evaluate(self.plan, circuit.material.as_slice(), &input)
-                        .map_err(|e| ProtocolError::Engine(format!("evaluating circuit: {e:#}")))?;
+                        .map_err(|source| ProtocolError::Engine { context: "evaluating the circuit", source })?;
                     self.metrics.evaluation(t.elapsed().as_secs_f64());
                     // The circuit (and its spool share) is gone before the answer leaves.
                     drop(circuit);
