@@ -321,6 +321,11 @@ struct BenchArgs {
     /// Print one JSON object (as the last line) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also whole layers through the engine (ReLU, rescale, max-pool of
+    /// 65,536 elements, 8,192 with --quick) beside their gadgets' lane
+    /// microbenchmarks, and linear layers per multiply-add (a few minutes).
+    #[arg(long)]
+    networks: bool,
 }
 
 fn run_demo(args: DemoArgs) -> anyhow::Result<bool> {
@@ -416,7 +421,14 @@ fn run_run(args: RunArgs) -> anyhow::Result<bool> {
 }
 
 fn run_bench(args: BenchArgs) -> anyhow::Result<bool> {
-    let config = if args.quick { bench::BenchConfig::quick() } else { bench::BenchConfig::full() };
+    let mut config = if args.quick { bench::BenchConfig::quick() } else { bench::BenchConfig::full() };
+    if args.networks {
+        config.networks = Some(if args.quick {
+            bench::networks::NetworkScale::quick()
+        } else {
+            bench::networks::NetworkScale::full()
+        });
+    }
     eprintln!("dashgc bench: measuring on one thread ({} mode)...", if args.quick { "quick" } else { "full" });
     let report = bench::run(config)?;
     if args.json {

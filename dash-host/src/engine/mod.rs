@@ -46,6 +46,7 @@ pub mod error;
 pub mod evaluator;
 pub mod garbler;
 pub mod lanes;
+pub(crate) mod layer_bench;
 mod linear;
 pub mod plan;
 

@@ -18,6 +18,8 @@
 //! `Option<f64>` field (and its `_aes_ratio` companion) and fill it in
 //! [`run`]; the JSON output and the table pick it up without further code.
 
+pub mod networks;
+
 use crate::material::VecSink;
 use dash_core::gadgets::rescale::{Rescale, Rounding};
 use dash_core::gadgets::sign::{Accuracy, SignGadget};
@@ -49,17 +51,19 @@ pub struct BenchConfig {
     pub batch: Duration,
     /// Whether this is the quick preset.
     pub quick: bool,
+    /// Whole layers through the engine too (`--networks`), at this scale.
+    pub networks: Option<networks::NetworkScale>,
 }
 
 impl BenchConfig {
     /// About 5 s in all: 41 rounds of 4 ms batches per figure.
     pub fn quick() -> BenchConfig {
-        BenchConfig { rounds: 41, batch: Duration::from_millis(4), quick: true }
+        BenchConfig { rounds: 41, batch: Duration::from_millis(4), quick: true, networks: None }
     }
 
     /// About 40 s: 151 rounds of 10 ms batches per figure.
     pub fn full() -> BenchConfig {
-        BenchConfig { rounds: 151, batch: Duration::from_millis(10), quick: false }
+        BenchConfig { rounds: 151, batch: Duration::from_millis(10), quick: false, networks: None }
     }
 }
 
@@ -216,6 +220,10 @@ pub struct BenchReport {
     /// Threads the MLP figures used.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mlp_threads: Option<u32>,
+    /// Whole layers through the engine beside their gadgets' lane
+    /// microbenchmarks, and linear layers per multiply-add (`--networks`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub networks: Option<networks::NetworkFigures>,
     /// Wall-clock time of the whole run, in seconds.
     pub wall_s: f64,
 }
@@ -280,14 +288,20 @@ impl Timer {
 
     /// Measures `op`, which does `units` units of work per call, paired
     /// with the AES reference.
-    pub fn paired(&mut self, units: u64, mut op: impl FnMut()) -> Paired {
+    pub fn paired(&mut self, units: u64, op: impl FnMut()) -> Paired {
+        self.paired_rounds(units, self.config.rounds, op)
+    }
+
+    /// [`Timer::paired`] with its own number of rounds (for operations of
+    /// a second or so, where a batch is one call).
+    pub fn paired_rounds(&mut self, units: u64, rounds: usize, mut op: impl FnMut()) -> Paired {
         let hash = self.hash.clone();
         let mut blocks = std::mem::take(&mut self.blocks);
         let mut aes = || hash.permute(black_box(&mut blocks[..]));
         let aes_iters = self.calibrate(&mut aes);
         let op_iters = self.calibrate(&mut op);
         let (mut ops, mut ratios) = (Vec::new(), Vec::new());
-        for round in 0..self.config.rounds {
+        for round in 0..rounds {
             let (a, o) = if round % 2 == 0 {
                 let a = time_batch(&mut aes, aes_iters);
                 (a, time_batch(&mut op, op_iters))
@@ -626,6 +640,10 @@ pub fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     report.mlp_material_bytes = Some(bytes);
     report.mlp_threads = Some(rayon::current_num_threads() as u32);
 
+    if let Some(scale) = config.networks {
+        report.networks = Some(networks::run(&mut timer, scale)?);
+    }
+
     report.aes_ns_per_block = timer.aes_ns_per_block();
     report.wall_s = start.elapsed().as_secs_f64();
     Ok(report)
@@ -671,6 +689,9 @@ impl BenchReport {
             let ratio = ratio.map_or_else(|| "1 (reference)".to_string(), |r| format!("{r:.2}"));
             out.push_str(&format!("{key:<28} {time:>14} {ratio:>16}\n"));
         }
+        if let Some(n) = &self.networks {
+            out.push_str(&n.to_table());
+        }
         out
     }
 }
@@ -681,7 +702,7 @@ mod tests {
 
     #[test]
     fn tiny_run_fills_the_required_fields_and_serialises() {
-        let config = BenchConfig { rounds: 3, batch: Duration::from_micros(200), quick: true };
+        let config = BenchConfig { rounds: 3, batch: Duration::from_micros(200), quick: true, networks: None };
         let report = run(config).unwrap();
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         for key in [
