@@ -12,8 +12,8 @@ use crate::device::{Availability, DeviceInfo, probe_ordinal};
 use crate::error::GpuError;
 use crate::kernels::{self, KernelFile, PtxCache};
 use crate::offload::{
-    ConvGeometry, GATE_THREADS, GarbleBatch, LINEAR_THREADS, LINEAR_TILE, LinearResidue, Offload, ProjectionBatch,
-    block_words, blocks_for, tweak_words, words_to_blocks,
+    ConvGeometry, DEFAULT_MAX_BATCH_ROWS, GATE_THREADS, GarbleBatch, LINEAR_THREADS, LINEAR_TILE, LinearResidue,
+    Offload, ProjectionBatch, block_words, blocks_for, tweak_words, words_to_blocks,
 };
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
@@ -194,7 +194,7 @@ impl Gpu {
             streams,
             functions,
             counter: TransferCounter::default(),
-            max_batch_rows: AtomicUsize::new(1 << 22),
+            max_batch_rows: AtomicUsize::new(DEFAULT_MAX_BATCH_ROWS),
         })
     }
 
@@ -392,9 +392,64 @@ impl Gpu {
         Ok(())
     }
 
-    /// Gates per piece of a batch whose gates have `rows_per_gate` rows.
-    fn gates_per_piece(&self, rows_per_gate: usize) -> usize {
-        (self.max_batch_rows() / rows_per_gate.max(1)).max(1)
+    /// One piece of a projection batch (validated, within the piece bound).
+    fn eval_piece(&self, b: &mut ProjectionBatch<'_>) -> Result<(), GpuError> {
+        let (mi, mo) = (b.input_modulus, b.output_modulus);
+        let (n_in, n_out, count) = (mi.digits(), mo.digits(), b.gates());
+        let s = self.stream(0);
+        let inputs = self.upload(s, b.inputs)?;
+        let tweaks = self.upload(s, &tweak_words(b.tweaks))?;
+        let rows = self.upload(s, &block_words(b.rows))?;
+        let mut out = s.alloc_zeros::<u16>(count * n_out).map_err(cuda_err)?;
+        let mut errors = s.alloc_zeros::<u32>(count).map_err(cuda_err)?;
+        let args = [count as u32, mi.value() as u32, n_in as u32, mo.value() as u32, n_out as u32];
+        let mut launch = s.launch_builder(&self.functions.eval);
+        launch.arg(&inputs);
+        for a in &args {
+            launch.arg(a);
+        }
+        launch.arg(&tweaks).arg(&rows).arg(&mut out).arg(&mut errors);
+        // SAFETY: matches `dash_projection_eval`'s parameters; the batch was
+        // validated (inputs count·n_in digits, all below p_in, so a colour
+        // selects one of the gate's p_in − 1 rows; tweaks, rows and outputs
+        // of the lengths the kernel indexes) and the piece narrows every
+        // buffer to the same gates.
+        #[allow(unsafe_code)]
+        unsafe { launch.launch(gate_config(count)) }.map_err(cuda_err)?;
+        let errs = self.download(s, &errors)?;
+        if let Some(gate) = errs.iter().position(|&e| e != 0) {
+            return Err(GpuError::InvalidRow { gate });
+        }
+        b.out.copy_from_slice(&self.download(s, &out)?);
+        Ok(())
+    }
+
+    /// One piece of a garbling batch (validated, within the piece bound).
+    fn garble_piece(&self, b: &mut GarbleBatch<'_>) -> Result<(), GpuError> {
+        let (mi, mo) = (b.input_modulus, b.output_modulus);
+        let (n_in, n_out, rpg, count) = (mi.digits(), mo.digits(), mi.value() as usize - 1, b.gates());
+        let s = self.stream(0);
+        let (din, dout, table) = (self.upload(s, b.delta_in)?, self.upload(s, b.delta_out)?, self.upload(s, b.table)?);
+        let zero_in = self.upload(s, b.zero_in)?;
+        let tweaks = self.upload(s, &tweak_words(b.tweaks))?;
+        let mut rows = s.alloc_zeros::<u64>(count * rpg * 2).map_err(cuda_err)?;
+        let mut zero_out = s.alloc_zeros::<u16>(count * n_out).map_err(cuda_err)?;
+        let args = [count as u32, mi.value() as u32, n_in as u32, mo.value() as u32, n_out as u32];
+        let mut launch = s.launch_builder(&self.functions.garble);
+        launch.arg(&zero_in);
+        for a in &args {
+            launch.arg(a);
+        }
+        launch.arg(&din).arg(&dout).arg(&table).arg(&tweaks).arg(&mut rows).arg(&mut zero_out);
+        // SAFETY: matches `dash_projection_garble`'s parameters; the batch was
+        // validated (p_in <= DASH_GARBLE_MAX_INPUT, every length against the
+        // gate count, all digits reduced) and the piece narrows every
+        // per-gate buffer to the same gates.
+        #[allow(unsafe_code)]
+        unsafe { launch.launch(gate_config(count)) }.map_err(cuda_err)?;
+        words_to_blocks(&self.download(s, &rows)?, b.rows);
+        b.zero_out.copy_from_slice(&self.download(s, &zero_out)?);
+        Ok(())
     }
 }
 
@@ -435,73 +490,10 @@ impl Offload for Gpu {
     }
 
     fn projection_eval(&self, b: &mut ProjectionBatch<'_>) -> Result<(), GpuError> {
-        b.validate()?;
-        let (mi, mo) = (b.input_modulus, b.output_modulus);
-        let (n_in, n_out, rpg) = (mi.digits(), mo.digits(), mi.value() as usize - 1);
-        let per = self.gates_per_piece(rpg);
-        let s = self.stream(0);
-        let mut first = 0;
-        while first < b.gates() {
-            let count = per.min(b.gates() - first);
-            let inputs = self.upload(s, &b.inputs[first * n_in..(first + count) * n_in])?;
-            let tweaks = self.upload(s, &tweak_words(&b.tweaks[first..first + count]))?;
-            let rows = self.upload(s, &block_words(&b.rows[first * rpg..(first + count) * rpg]))?;
-            let mut out = s.alloc_zeros::<u16>(count * n_out).map_err(cuda_err)?;
-            let mut errors = s.alloc_zeros::<u32>(count).map_err(cuda_err)?;
-            let args = [count as u32, mi.value() as u32, n_in as u32, mo.value() as u32, n_out as u32];
-            let mut launch = s.launch_builder(&self.functions.eval);
-            launch.arg(&inputs);
-            for a in &args {
-                launch.arg(a);
-            }
-            launch.arg(&tweaks).arg(&rows).arg(&mut out).arg(&mut errors);
-            // SAFETY: matches `dash_projection_eval`'s parameters; validate()
-            // checked that the piece's inputs (count·n_in digits, all below
-            // p_in, so a colour selects one of the gate's p_in − 1 rows),
-            // tweaks, rows and outputs have the lengths the kernel indexes.
-            #[allow(unsafe_code)]
-            unsafe { launch.launch(gate_config(count)) }.map_err(cuda_err)?;
-            let errs = self.download(s, &errors)?;
-            if let Some(gate) = errs.iter().position(|&e| e != 0) {
-                return Err(GpuError::InvalidRow { gate: first + gate });
-            }
-            b.out[first * n_out..(first + count) * n_out].copy_from_slice(&self.download(s, &out)?);
-            first += count;
-        }
-        Ok(())
+        b.in_pieces(self.max_batch_rows(), |p| self.eval_piece(p))
     }
 
     fn projection_garble(&self, b: &mut GarbleBatch<'_>) -> Result<(), GpuError> {
-        b.validate()?;
-        let (mi, mo) = (b.input_modulus, b.output_modulus);
-        let (n_in, n_out, rpg) = (mi.digits(), mo.digits(), mi.value() as usize - 1);
-        let gates = b.tweaks.len();
-        let per = self.gates_per_piece(rpg);
-        let s = self.stream(0);
-        let (din, dout, table) = (self.upload(s, b.delta_in)?, self.upload(s, b.delta_out)?, self.upload(s, b.table)?);
-        let mut first = 0;
-        while first < gates {
-            let count = per.min(gates - first);
-            let zero_in = self.upload(s, &b.zero_in[first * n_in..(first + count) * n_in])?;
-            let tweaks = self.upload(s, &tweak_words(&b.tweaks[first..first + count]))?;
-            let mut rows = s.alloc_zeros::<u64>(count * rpg * 2).map_err(cuda_err)?;
-            let mut zero_out = s.alloc_zeros::<u16>(count * n_out).map_err(cuda_err)?;
-            let args = [count as u32, mi.value() as u32, n_in as u32, mo.value() as u32, n_out as u32];
-            let mut launch = s.launch_builder(&self.functions.garble);
-            launch.arg(&zero_in);
-            for a in &args {
-                launch.arg(a);
-            }
-            launch.arg(&din).arg(&dout).arg(&table).arg(&tweaks).arg(&mut rows).arg(&mut zero_out);
-            // SAFETY: matches `dash_projection_garble`'s parameters;
-            // validate() checked p_in <= DASH_GARBLE_MAX_INPUT, every length
-            // against the piece's gate count, and that all digits are reduced.
-            #[allow(unsafe_code)]
-            unsafe { launch.launch(gate_config(count)) }.map_err(cuda_err)?;
-            words_to_blocks(&self.download(s, &rows)?, &mut b.rows[first * rpg..(first + count) * rpg]);
-            b.zero_out[first * n_out..(first + count) * n_out].copy_from_slice(&self.download(s, &zero_out)?);
-            first += count;
-        }
-        Ok(())
+        b.in_pieces(self.max_batch_rows(), |p| self.garble_piece(p))
     }
 }

@@ -11,8 +11,8 @@
 
 use crate::error::GpuError;
 use crate::offload::{
-    ConvGeometry, GATE_THREADS, GarbleBatch, LINEAR_TILE, LinearResidue, Offload, ProjectionBatch, block_words,
-    blocks_for, tweak_words, words_to_blocks,
+    ConvGeometry, DEFAULT_MAX_BATCH_ROWS, GATE_THREADS, GarbleBatch, LINEAR_TILE, LinearResidue, Offload,
+    ProjectionBatch, block_words, blocks_for, tweak_words, words_to_blocks,
 };
 use dash_core::Block;
 
@@ -90,11 +90,37 @@ mod ffi {
 }
 
 /// The host build of the kernels, behind the same [`Offload`] interface as
-/// the GPU.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HostEmu;
+/// the GPU, cutting projection batches into pieces the same way
+/// ([`ProjectionBatch::in_pieces`]), so parity tests with a small bound run
+/// the device's piece loop too.
+#[derive(Clone, Copy, Debug)]
+pub struct HostEmu {
+    max_batch_rows: usize,
+}
+
+impl Default for HostEmu {
+    fn default() -> HostEmu {
+        HostEmu::new()
+    }
+}
 
 impl HostEmu {
+    /// The emulation with the GPU's default piece bound.
+    pub fn new() -> HostEmu {
+        HostEmu { max_batch_rows: DEFAULT_MAX_BATCH_ROWS }
+    }
+
+    /// The emulation with pieces of at most `rows` rows (at least one gate
+    /// each), as `Gpu::set_max_batch_rows`.
+    pub fn with_max_batch_rows(rows: usize) -> HostEmu {
+        HostEmu { max_batch_rows: rows.max(1) }
+    }
+
+    /// The bound on rows per piece.
+    pub fn max_batch_rows(&self) -> usize {
+        self.max_batch_rows
+    }
+
     /// AES-128 under the fixed key on every block (`dash_aes_permute`).
     pub fn permute(&self, blocks: &mut [Block]) -> Result<(), GpuError> {
         let count = u32::try_from(blocks.len()).map_err(|_| GpuError::TooLarge("blocks".into()))?;
@@ -182,67 +208,77 @@ impl Offload for HostEmu {
     }
 
     fn projection_eval(&self, b: &mut ProjectionBatch<'_>) -> Result<(), GpuError> {
-        b.validate()?;
-        let gates = b.gates();
-        let (tw, rows) = (tweak_words(b.tweaks), block_words(b.rows));
-        let mut errors = vec![0u32; gates];
-        let (mi, mo) = (b.input_modulus, b.output_modulus);
-        // SAFETY: validate() checked inputs (gates·n_in digits, all below
-        // p_in, so each colour selects one of the gate's p_in − 1 rows), rows
-        // (gates·(p_in − 1) blocks), tweaks and outputs (gates·n_out digits);
-        // `errors` has one slot per gate.
-        unsafe {
-            ffi::dash_projection_eval(
-                blocks_for(gates, GATE_THREADS),
-                1,
-                1,
-                b.inputs.as_ptr(),
-                gates as u32,
-                mi.value() as u32,
-                mi.digits() as u32,
-                mo.value() as u32,
-                mo.digits() as u32,
-                tw.as_ptr(),
-                rows.as_ptr(),
-                b.out.as_mut_ptr(),
-                errors.as_mut_ptr(),
-            )
-        };
-        match errors.iter().position(|&e| e != 0) {
-            Some(gate) => Err(GpuError::InvalidRow { gate }),
-            None => Ok(()),
-        }
+        b.in_pieces(self.max_batch_rows, eval_piece)
     }
 
     fn projection_garble(&self, b: &mut GarbleBatch<'_>) -> Result<(), GpuError> {
-        b.validate()?;
-        let gates = b.tweaks.len();
-        let tw = tweak_words(b.tweaks);
-        let mut rows = vec![0u64; b.rows.len() * 2];
-        let (mi, mo) = (b.input_modulus, b.output_modulus);
-        // SAFETY: validate() checked every length against the gate count and
-        // moduli (p_in <= DASH_GARBLE_MAX_INPUT) and that every digit and
-        // table entry is reduced; `rows` holds 2 words per row.
-        unsafe {
-            ffi::dash_projection_garble(
-                blocks_for(gates, GATE_THREADS),
-                1,
-                1,
-                b.zero_in.as_ptr(),
-                gates as u32,
-                mi.value() as u32,
-                mi.digits() as u32,
-                mo.value() as u32,
-                mo.digits() as u32,
-                b.delta_in.as_ptr(),
-                b.delta_out.as_ptr(),
-                b.table.as_ptr(),
-                tw.as_ptr(),
-                rows.as_mut_ptr(),
-                b.zero_out.as_mut_ptr(),
-            )
-        };
-        words_to_blocks(&rows, b.rows);
-        Ok(())
+        b.in_pieces(self.max_batch_rows, garble_piece)
     }
+}
+
+/// One validated piece of a projection batch through `dash_projection_eval`.
+fn eval_piece(b: &mut ProjectionBatch<'_>) -> Result<(), GpuError> {
+    let gates = b.gates();
+    let (tw, rows) = (tweak_words(b.tweaks), block_words(b.rows));
+    let mut errors = vec![0u32; gates];
+    let (mi, mo) = (b.input_modulus, b.output_modulus);
+    // SAFETY: `in_pieces` validated the whole batch, and a piece narrows
+    // every per-gate buffer to the same gates: validate() checked inputs (gates·n_in digits, all below
+    // p_in, so each colour selects one of the gate's p_in − 1 rows), rows
+    // (gates·(p_in − 1) blocks), tweaks and outputs (gates·n_out digits);
+    // `errors` has one slot per gate.
+    unsafe {
+        ffi::dash_projection_eval(
+            blocks_for(gates, GATE_THREADS),
+            1,
+            1,
+            b.inputs.as_ptr(),
+            gates as u32,
+            mi.value() as u32,
+            mi.digits() as u32,
+            mo.value() as u32,
+            mo.digits() as u32,
+            tw.as_ptr(),
+            rows.as_ptr(),
+            b.out.as_mut_ptr(),
+            errors.as_mut_ptr(),
+        )
+    };
+    match errors.iter().position(|&e| e != 0) {
+        Some(gate) => Err(GpuError::InvalidRow { gate }),
+        None => Ok(()),
+    }
+}
+
+/// One validated piece of a garbling batch through `dash_projection_garble`.
+fn garble_piece(b: &mut GarbleBatch<'_>) -> Result<(), GpuError> {
+    let gates = b.tweaks.len();
+    let tw = tweak_words(b.tweaks);
+    let mut rows = vec![0u64; b.rows.len() * 2];
+    let (mi, mo) = (b.input_modulus, b.output_modulus);
+    // SAFETY: `in_pieces` validated the whole batch, and a piece narrows
+    // every per-gate buffer to the same gates: validate() checked every length against the gate count and
+    // moduli (p_in <= DASH_GARBLE_MAX_INPUT) and that every digit and
+    // table entry is reduced; `rows` holds 2 words per row.
+    unsafe {
+        ffi::dash_projection_garble(
+            blocks_for(gates, GATE_THREADS),
+            1,
+            1,
+            b.zero_in.as_ptr(),
+            gates as u32,
+            mi.value() as u32,
+            mi.digits() as u32,
+            mo.value() as u32,
+            mo.digits() as u32,
+            b.delta_in.as_ptr(),
+            b.delta_out.as_ptr(),
+            b.table.as_ptr(),
+            tw.as_ptr(),
+            rows.as_mut_ptr(),
+            b.zero_out.as_mut_ptr(),
+        )
+    };
+    words_to_blocks(&rows, b.rows);
+    Ok(())
 }

@@ -28,3 +28,14 @@ pub enum GpuError {
     #[error("kernel cache: {0}")]
     Cache(#[from] std::io::Error),
 }
+
+impl GpuError {
+    /// The error of a piece that starts at gate `first` of its batch, with
+    /// gate indices counted in the whole batch.
+    pub(crate) fn shifted(self, first: usize) -> GpuError {
+        match self {
+            GpuError::InvalidRow { gate } => GpuError::InvalidRow { gate: first + gate },
+            e => e,
+        }
+    }
+}

@@ -162,6 +162,42 @@ impl ProjectionBatch<'_> {
         self.tweaks.len()
     }
 
+    /// Gates `first .. first + count` as a batch of their own (the same
+    /// buffers, narrowed). The caller keeps the range inside the batch,
+    /// which [`ProjectionBatch::validate`] has checked.
+    fn piece(&mut self, first: usize, count: usize) -> ProjectionBatch<'_> {
+        let (n_in, n_out) = (self.input_modulus.digits(), self.output_modulus.digits());
+        let rpg = self.input_modulus.value() as usize - 1;
+        ProjectionBatch {
+            input_modulus: self.input_modulus,
+            output_modulus: self.output_modulus,
+            inputs: &self.inputs[first * n_in..(first + count) * n_in],
+            tweaks: &self.tweaks[first..first + count],
+            rows: &self.rows[first * rpg..(first + count) * rpg],
+            out: &mut self.out[first * n_out..(first + count) * n_out],
+        }
+    }
+
+    /// Validates the batch, then runs `kernel` on pieces of whole gates of
+    /// at most `max_rows` rows (at least one gate each), in order: how
+    /// material streams through a device's memory a piece at a time. A
+    /// failing gate is reported by its index in the whole batch.
+    pub fn in_pieces(
+        &mut self,
+        max_rows: usize,
+        mut kernel: impl FnMut(&mut ProjectionBatch<'_>) -> Result<(), GpuError>,
+    ) -> Result<(), GpuError> {
+        self.validate()?;
+        let per = gates_per_piece(max_rows, self.input_modulus.value() as usize - 1);
+        let mut first = 0;
+        while first < self.gates() {
+            let count = per.min(self.gates() - first);
+            kernel(&mut self.piece(first, count)).map_err(|e| e.shifted(first))?;
+            first += count;
+        }
+        Ok(())
+    }
+
     /// Checks lengths, limits and that every input digit is reduced.
     pub fn validate(&self) -> Result<(), GpuError> {
         let (mi, mo) = (self.input_modulus, self.output_modulus);
@@ -225,6 +261,48 @@ impl core::fmt::Debug for GarbleBatch<'_> {
 pub const MAX_DEVICE_GARBLE_INPUT: u16 = 256;
 
 impl GarbleBatch<'_> {
+    /// Gates in the batch.
+    pub fn gates(&self) -> usize {
+        self.tweaks.len()
+    }
+
+    /// Gates `first .. first + count` as a batch of their own (the same
+    /// buffers, narrowed; the offsets and table are shared). The caller
+    /// keeps the range inside the batch, which validation has checked.
+    fn piece(&mut self, first: usize, count: usize) -> GarbleBatch<'_> {
+        let (n_in, n_out) = (self.input_modulus.digits(), self.output_modulus.digits());
+        let rpg = self.input_modulus.value() as usize - 1;
+        GarbleBatch {
+            zero_in: &self.zero_in[first * n_in..(first + count) * n_in],
+            input_modulus: self.input_modulus,
+            output_modulus: self.output_modulus,
+            delta_in: self.delta_in,
+            delta_out: self.delta_out,
+            table: self.table,
+            tweaks: &self.tweaks[first..first + count],
+            rows: &mut self.rows[first * rpg..(first + count) * rpg],
+            zero_out: &mut self.zero_out[first * n_out..(first + count) * n_out],
+        }
+    }
+
+    /// Validates the batch, then runs `kernel` on pieces of whole gates of
+    /// at most `max_rows` rows (at least one gate each), in order.
+    pub fn in_pieces(
+        &mut self,
+        max_rows: usize,
+        mut kernel: impl FnMut(&mut GarbleBatch<'_>) -> Result<(), GpuError>,
+    ) -> Result<(), GpuError> {
+        self.validate()?;
+        let per = gates_per_piece(max_rows, self.input_modulus.value() as usize - 1);
+        let mut first = 0;
+        while first < self.gates() {
+            let count = per.min(self.gates() - first);
+            kernel(&mut self.piece(first, count)).map_err(|e| e.shifted(first))?;
+            first += count;
+        }
+        Ok(())
+    }
+
     /// Checks lengths, limits and reduction of every input.
     pub fn validate(&self) -> Result<(), GpuError> {
         let (mi, mo) = (self.input_modulus, self.output_modulus);
@@ -276,6 +354,15 @@ pub trait Offload: Send + Sync {
     /// Garbles a batch of projection gates (bit-identical to
     /// `dash_core::projection::garble`, gate by gate).
     fn projection_garble(&self, batch: &mut GarbleBatch<'_>) -> Result<(), GpuError>;
+}
+
+/// Rows one device piece holds by default (64 MiB of material).
+pub const DEFAULT_MAX_BATCH_ROWS: usize = 1 << 22;
+
+/// Whole gates of `rows_per_gate` rows in a piece of at most `max_rows`
+/// rows, and at least one.
+pub fn gates_per_piece(max_rows: usize, rows_per_gate: usize) -> usize {
+    (max_rows / rows_per_gate.max(1)).max(1)
 }
 
 /// The blocks of a batch of tweaks as `(lo, hi)` pairs, the kernels' layout.

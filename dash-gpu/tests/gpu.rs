@@ -99,7 +99,7 @@ fn linear_layers_equal_the_host_kernels_and_count_transfers() {
             // Per residue: input, weights, bias and one-label up; output down.
             assert_eq!(after.uploads - before.uploads, 4 * k as u64);
             assert_eq!(after.downloads - before.downloads, k as u64);
-            let on_host = run_linear(&HostEmu, &g, &mut data);
+            let on_host = run_linear(&HostEmu::new(), &g, &mut data);
             assert_eq!(on_gpu, on_host, "k = {k}, {g:?}");
         }
     }
@@ -124,11 +124,11 @@ fn resident_tensors_chain_layers_without_round_trips() {
     assert_eq!(after.uploads - before.uploads, 1 + 3 + 3);
     assert_eq!(after.downloads - before.downloads, 1, "the hidden layer never left the device");
     let mut mid = vec![0u16; 32 * n];
-    HostEmu
+    HostEmu::new()
         .linear(&g1, &mut [LinearResidue { modulus: m, x: &x, weights: &w1, bias: &b1, one: &one, out: &mut mid }])
         .unwrap();
     let mut want = vec![0u16; 10 * n];
-    HostEmu
+    HostEmu::new()
         .linear(&g2, &mut [LinearResidue { modulus: m, x: &mid, weights: &w2, bias: &b2, one: &one, out: &mut want }])
         .unwrap();
     assert_eq!(got, want);

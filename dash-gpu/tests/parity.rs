@@ -32,7 +32,7 @@ fn aes_and_hash_match_dash_core() {
     let mut want = blocks.clone();
     hash.permute(&mut want);
     let mut got = blocks.clone();
-    HostEmu.permute(&mut got).unwrap();
+    HostEmu::new().permute(&mut got).unwrap();
     assert_eq!(got, want);
 
     let domains = [Domain::Projection, Domain::MulBit, Domain::Output, Domain::Derivation];
@@ -42,9 +42,9 @@ fn aes_and_hash_match_dash_core() {
     let mut want = blocks.clone();
     hash.hash_batch(&tweaks, &mut want).unwrap();
     let mut got = blocks.clone();
-    HostEmu.hash(&tweaks, &mut got).unwrap();
+    HostEmu::new().hash(&tweaks, &mut got).unwrap();
     assert_eq!(got, want);
-    assert!(HostEmu.hash(&tweaks[1..], &mut got).is_err());
+    assert!(HostEmu::new().hash(&tweaks[1..], &mut got).is_err());
 }
 
 /// Garbles `gates` projection gates on dash-core, returns (tweaks, input
@@ -108,18 +108,33 @@ fn projection_evaluation_matches_dash_core() {
         let core_digits: Vec<u16> = core_out.iter().flat_map(|l| l.digits().to_vec()).collect();
         assert_eq!(core_digits, g.want, "dash-core itself, p_in {p_in} p_out {p_out}");
 
-        let mut out = vec![0u16; gates * mo.digits()];
-        let mut batch = ProjectionBatch {
-            input_modulus: mi,
-            output_modulus: mo,
-            inputs: &g.inputs,
-            tweaks: &g.tweaks,
-            rows: &g.rows,
-            out: &mut out,
-        };
-        HostEmu.projection_eval(&mut batch).unwrap();
-        assert_eq!(out, g.want, "p_in {p_in} p_out {p_out}");
+        for emu in piece_bounds(mi) {
+            let mut out = vec![0u16; gates * mo.digits()];
+            let mut batch = ProjectionBatch {
+                input_modulus: mi,
+                output_modulus: mo,
+                inputs: &g.inputs,
+                tweaks: &g.tweaks,
+                rows: &g.rows,
+                out: &mut out,
+            };
+            emu.projection_eval(&mut batch).unwrap();
+            assert_eq!(out, g.want, "p_in {p_in} p_out {p_out}, {} rows per piece", emu.max_batch_rows());
+        }
     }
+}
+
+/// The emulation whole, and cut into the device's pieces: 7 gates a piece
+/// (the batches' last piece is shorter), one gate a piece, and a bound
+/// below one gate's rows (still one gate a piece).
+fn piece_bounds(input: Modulus) -> [HostEmu; 4] {
+    let rows_per_gate = input.value() as usize - 1;
+    [
+        HostEmu::new(),
+        HostEmu::with_max_batch_rows(7 * rows_per_gate),
+        HostEmu::with_max_batch_rows(rows_per_gate),
+        HostEmu::with_max_batch_rows(1),
+    ]
 }
 
 #[test]
@@ -149,7 +164,10 @@ fn tampered_rows_fail_like_dash_core() {
             rows: &rows,
             out: &mut out,
         };
-        let emu = HostEmu.projection_eval(&mut batch);
+        // Every other gate through pieces of 7 gates: the failing gate is
+        // named by its index in the whole batch, not in its piece.
+        let device = if gate % 2 == 0 { HostEmu::new() } else { HostEmu::with_max_batch_rows(7 * 6) };
+        let emu = device.projection_eval(&mut batch);
         match (&core, &emu) {
             (Err(_), Err(GpuError::InvalidRow { gate: bad })) => {
                 assert_eq!(*bad, gate);
@@ -186,22 +204,25 @@ fn projection_garbling_matches_dash_core() {
             want_zero.extend_from_slice(out.as_label().digits());
         }
         let zero_in: Vec<u16> = zeros.iter().flat_map(|z| z.as_label().digits().to_vec()).collect();
-        let mut rows = vec![Block::ZERO; gates * rpg];
-        let mut zero_out = vec![0u16; gates * mo.digits()];
-        let mut batch = GarbleBatch {
-            zero_in: &zero_in,
-            input_modulus: mi,
-            output_modulus: mo,
-            delta_in: di.as_label().digits(),
-            delta_out: dout.as_label().digits(),
-            table: &table,
-            tweaks: &tweaks,
-            rows: &mut rows,
-            zero_out: &mut zero_out,
-        };
-        HostEmu.projection_garble(&mut batch).unwrap();
-        assert_eq!(rows, want_rows, "rows, p_in {p_in} p_out {p_out}");
-        assert_eq!(zero_out, want_zero, "zero labels, p_in {p_in} p_out {p_out}");
+        for emu in piece_bounds(mi) {
+            let mut rows = vec![Block::ZERO; gates * rpg];
+            let mut zero_out = vec![0u16; gates * mo.digits()];
+            let mut batch = GarbleBatch {
+                zero_in: &zero_in,
+                input_modulus: mi,
+                output_modulus: mo,
+                delta_in: di.as_label().digits(),
+                delta_out: dout.as_label().digits(),
+                table: &table,
+                tweaks: &tweaks,
+                rows: &mut rows,
+                zero_out: &mut zero_out,
+            };
+            emu.projection_garble(&mut batch).unwrap();
+            let bound = emu.max_batch_rows();
+            assert_eq!(rows, want_rows, "rows, p_in {p_in} p_out {p_out}, {bound} rows per piece");
+            assert_eq!(zero_out, want_zero, "zero labels, p_in {p_in} p_out {p_out}, {bound} rows per piece");
+        }
     }
 }
 
@@ -256,7 +277,7 @@ fn conv_case(rng: &mut ChaCha20Rng, base: &CrtBase, g: &ConvGeometry) {
         .iter_mut()
         .map(|(m, x, w, b, one, out)| LinearResidue { modulus: *m, x, weights: w, bias: b, one, out })
         .collect();
-    HostEmu.linear(g, &mut jobs).unwrap();
+    HostEmu::new().linear(g, &mut jobs).unwrap();
     for r in &jobs {
         assert_eq!(r.out.to_vec(), reference_conv(r, g), "p = {} {g:?}", r.modulus.value());
     }
@@ -307,7 +328,7 @@ fn bad_arguments_are_errors_not_memory_errors() {
     let mut out = vec![0u16; 2 * n];
     let mut short = vec![0u16; n];
     let job = |x: &[u16], w: &[u16], out: &mut [u16]| {
-        HostEmu.linear(&g, &mut [LinearResidue { modulus: m, x, weights: w, bias: &b, one: &one, out }])
+        HostEmu::new().linear(&g, &mut [LinearResidue { modulus: m, x, weights: w, bias: &b, one: &one, out }])
     };
     assert!(job(&x, &w, &mut out).is_ok());
     assert!(matches!(job(&x[1..], &w, &mut out), Err(GpuError::Shape(_))));
@@ -336,7 +357,7 @@ fn bad_arguments_are_errors_not_memory_errors() {
         rows: &rows[..7],
         out: &mut out,
     };
-    assert!(matches!(HostEmu.projection_eval(&mut bad), Err(GpuError::Shape(_))));
+    assert!(matches!(HostEmu::new().projection_eval(&mut bad), Err(GpuError::Shape(_))));
     let inputs5 = vec![5u16; 2 * n];
     let mut bad = ProjectionBatch {
         input_modulus: m,
@@ -346,7 +367,7 @@ fn bad_arguments_are_errors_not_memory_errors() {
         rows: &rows,
         out: &mut out,
     };
-    assert!(matches!(HostEmu.projection_eval(&mut bad), Err(GpuError::Shape(_))));
+    assert!(matches!(HostEmu::new().projection_eval(&mut bad), Err(GpuError::Shape(_))));
 }
 
 #[test]
@@ -380,7 +401,7 @@ fn row_decoding_is_exact_at_the_edges_of_every_modulus() {
                 rows: &rows,
                 out: &mut out,
             };
-            match (HostEmu.projection_eval(&mut batch), want) {
+            match (HostEmu::new().projection_eval(&mut batch), want) {
                 (Ok(()), Ok(l)) => assert_eq!(out, l.digits(), "p {p} target {target:x}"),
                 (Err(GpuError::InvalidRow { gate: 0 }), Err(_)) => {}
                 (got, want) => panic!("p {p} target {target:x}: device {got:?}, dash-core {want:?}"),

@@ -157,7 +157,7 @@ fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--emu") {
         // A dry run of the network part on the host build of the kernels
         // (no GPU needed; timings meaningless, results checked).
-        let emu = OffloadHandle::new(dash_gpu::emu::HostEmu);
+        let emu = OffloadHandle::new(dash_gpu::emu::HostEmu::new());
         let mut json = serde_json::Map::new();
         network_online("mlp_k8", &mlp(8)?, &emu, &mut json)?;
         network_online("deepsecure_k9", &deepsecure(9)?, &emu, &mut json)?;

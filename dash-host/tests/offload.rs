@@ -120,7 +120,17 @@ fn all_networks(device: &OffloadHandle) {
 
 #[test]
 fn offloaded_networks_equal_the_cpu_bit_for_bit() {
-    all_networks(&OffloadHandle::new(HostEmu));
+    all_networks(&OffloadHandle::new(HostEmu::new()));
+}
+
+/// The engine's projection batches cut into the device's small pieces (a
+/// few gates each, uneven last pieces), as a GPU with little memory runs
+/// them: the same material and outputs.
+#[test]
+fn offloaded_networks_in_small_pieces_equal_the_cpu() {
+    let device = OffloadHandle::new(HostEmu::with_max_batch_rows(97));
+    check(&mlp(5, 15), 105, &device);
+    check(&cnn(5, 25), 205, &device);
 }
 
 /// The same on a real GPU (skipped, with the reason, where there is none).
