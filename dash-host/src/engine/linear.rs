@@ -16,7 +16,8 @@
 //! code ([`Modulus::div_rem_u64`], [`Modulus::add`]), never `%` by a
 //! run-time modulus (a division's latency depends on its operands on many
 //! CPUs). Skipping a zero *weight* is fine: weights are public.
-//! `tools/ct-check` runs these kernels on secret digits under valgrind.
+//! `examples/ct_kernels.rs` runs these kernels on secret digits under
+//! valgrind memcheck (CI), with a planted leak it must report.
 //!
 //! # Vector units
 //!

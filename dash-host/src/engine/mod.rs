@@ -68,6 +68,46 @@ pub type EngineKeys = GarblerKeys<MAX_MODULI>;
 /// The evaluator's one-labels for one inference.
 pub type EngineOnes = OneLabels<MAX_MODULI>;
 
+/// Linear layer `i` of `plan` on either party's labels, as the engine runs
+/// it: `x` is the layer's input, `earlier[j]` the activation entering layer
+/// `j` where a residual add reads it, and `ones[r]` the digits of this
+/// party's label of the constant-one wire for residue `r`.
+///
+/// Not a stable API: the entry of the constant-time check
+/// (`examples/ct_kernels.rs`, run under valgrind by CI) to the kernels, which
+/// must see exactly the engine's code. Shapes and lengths are checked; the
+/// digits are not (they are secret on the garbler's side, and checking them
+/// would branch on them), so they must be reduced.
+#[doc(hidden)]
+pub fn ct_hook_linear_layer(
+    plan: &Plan,
+    i: usize,
+    x: crate::tensor::CrtTensor,
+    earlier: &[Option<crate::tensor::CrtTensor>],
+    ones: &[Vec<u16>],
+) -> EngineResult<crate::tensor::CrtTensor> {
+    let data = &plan.data;
+    if !matches!(data.ops.get(i), Some(plan::Op::Linear)) {
+        return Err(EngineError::Model(format!("layer {i} is not a linear layer of this plan")));
+    }
+    let base = &data.net.base;
+    if x.base() != base || x.shape() != data.shapes[i].as_slice() {
+        return Err(EngineError::Input(format!("layer {i}: the input's base or shape is not the layer's")));
+    }
+    let ones_fit = ones.len() == base.len() && ones.iter().zip(base.moduli()).all(|(o, m)| o.len() == m.digits());
+    if !ones_fit {
+        return Err(EngineError::Input("one-labels: one label per residue of the base".into()));
+    }
+    if let crate::network::IntLayer::ResidualAdd { from } = data.net.layers[i] {
+        let fits =
+            earlier.get(from).and_then(|a| a.as_ref()).is_some_and(|a| a.base() == base && a.shape() == x.shape());
+        if !fits {
+            return Err(EngineError::Input(format!("layer {i}: the residual source {from} is missing or misshapen")));
+        }
+    }
+    linear::linear_layer(data, i, x, earlier, ones, None)
+}
+
 /// Most rows one chunk of a layer holds in memory (16 MiB).
 pub const CHUNK_ROWS: usize = 1 << 20;
 

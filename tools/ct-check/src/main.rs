@@ -36,55 +36,7 @@ use dash_core::{
 };
 use rand_core::{Rng, SeedableRng};
 
-const MAKE_MEM_UNDEFINED: u64 = 0x4D43_0001;
-const MAKE_MEM_DEFINED: u64 = 0x4D43_0002;
-
-/// A valgrind client request (the amd64 "magic sequence"); a no-op returning
-/// `default` when not running under valgrind.
-#[cfg(target_arch = "x86_64")]
-fn client_request(request: u64, addr: u64, len: u64) -> u64 {
-    let args: [u64; 6] = [request, addr, len, 0, 0, 0];
-    let mut result: u64 = 0;
-    // SAFETY: the rotations of rdi total 128 bits (rdi is unchanged) and
-    // `xchg rbx, rbx` is a no-op; natively the sequence does nothing, under
-    // valgrind it performs the request described by `args` and writes rdx.
-    unsafe {
-        core::arch::asm!(
-            "rol rdi, 3",
-            "rol rdi, 13",
-            "rol rdi, 61",
-            "rol rdi, 51",
-            "xchg rbx, rbx",
-            in("rax") args.as_ptr(),
-            inout("rdx") result,
-            inout("rdi") 0u64 => _,
-            options(nostack),
-        );
-    }
-    result
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn client_request(_request: u64, _addr: u64, _len: u64) -> u64 {
-    0
-}
-
-fn mark<T: ?Sized>(value: &T, request: u64) {
-    client_request(request, value as *const T as *const u8 as u64, core::mem::size_of_val(value) as u64);
-}
-
-/// Marks `value` defined and reads it back through memory, so that the
-/// compiler cannot keep using a register copy made before the marking.
-fn declassify<T: Copy>(value: T) -> T {
-    let slot = value;
-    mark(&slot, MAKE_MEM_DEFINED);
-    // SAFETY: `slot` is a live, initialised local.
-    unsafe { core::ptr::read_volatile(&slot) }
-}
-
-fn secret<T: ?Sized>(value: &T) {
-    mark(value, MAKE_MEM_UNDEFINED);
-}
+use ctgrind::{declassify, public, secret};
 
 /// Byte offset of `needle` inside `haystack`.
 fn locate(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -98,7 +50,7 @@ fn locate(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 fn mark_one_wire_zero_labels<const N: usize>(keys: &GarblerKeys<N>, hash: &FixedKeyHash) -> usize {
     // Padding inside `keys` is undefined to memcheck; the search below reads
     // it, so the whole object is first marked defined (nothing is secret yet).
-    mark(keys, MAKE_MEM_DEFINED);
+    public(keys);
     let mut probe = Garbler::new(hash, keys, CountingSink::default());
     let moduli: Vec<Modulus> = keys.moduli().collect();
     // SAFETY: `keys` is a live object of `size_of_val(keys)` bytes; its
