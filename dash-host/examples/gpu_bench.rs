@@ -67,7 +67,7 @@ fn mlp(k: usize) -> Result<IntNetwork> {
 }
 
 /// The DeepSecure CNN's shape (conv 4×4 stride 2, 5 channels, ReLU, FC
-/// 845→100, ReLU, FC 10), as in `tests/engine_timing.rs`.
+/// 845→100, ReLU, FC 10), as in `benches/layers.rs`.
 fn deepsecure(k: usize) -> Result<IntNetwork> {
     let mut r = ChaCha20Rng::seed_from_u64(3);
     let mut c = conv(&mut r, 1, 5, 4, 0);
