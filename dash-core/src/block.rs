@@ -14,15 +14,18 @@ impl Block {
     /// The all-zero block.
     pub const ZERO: Block = Block(0);
 
+    /// Bytes of a block: of a garbled row, of a packed label on the wire.
+    pub const BYTES: usize = 16;
+
     /// The block's 16 bytes, little-endian.
     #[inline]
-    pub const fn to_bytes(self) -> [u8; 16] {
+    pub const fn to_bytes(self) -> [u8; Block::BYTES] {
         self.0.to_le_bytes()
     }
 
     /// A block from 16 little-endian bytes.
     #[inline]
-    pub const fn from_bytes(bytes: [u8; 16]) -> Block {
+    pub const fn from_bytes(bytes: [u8; Block::BYTES]) -> Block {
         Block(u128::from_le_bytes(bytes))
     }
 }

@@ -2,24 +2,14 @@
 //! plaintext, cost counts equal the rows actually written, and tampering is
 //! always caught.
 
+use dash_core::VecSink;
 use dash_core::{
-    Backend, Block, CostCounter, Error, Evaluator, FixedKeyHash, Garbler, GarblerKeys, MaterialSink, Modulus,
-    PlainWire, Plaintext, SliceSource,
+    Backend, Block, CostCounter, Error, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Modulus, PlainWire, Plaintext,
+    SliceSource,
 };
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-
-/// A growable sink for tests (dash-core itself never allocates).
-#[derive(Default)]
-struct VecSink(Vec<Block>);
-
-impl MaterialSink for VecSink {
-    fn put_rows(&mut self, rows: &[Block]) -> Result<(), Error> {
-        self.0.extend_from_slice(rows);
-        Ok(())
-    }
-}
 
 fn m(p: u16) -> Modulus {
     Modulus::new(p).unwrap()
@@ -37,9 +27,9 @@ fn mul_bit_exhaustive_small_primes() {
         let keys: GarblerKeys = GarblerKeys::generate(&mut rng, &[mp, m2]).unwrap();
         let x0 = keys.input(mp, &mut rng).unwrap();
         let b0 = keys.input(m2, &mut rng).unwrap();
-        let mut g = Garbler::new(&hash, &keys, VecSink::default());
+        let mut g = Garbler::new(&hash, &keys, VecSink::new());
         let z0 = g.mul_bit(&x0, &b0).unwrap();
-        let rows = g.into_sink().0;
+        let rows = g.into_sink().into_rows();
         let mut cost = CostCounter::new();
         cost.mul_bit(&mp, &m2).unwrap();
         assert_eq!(cost.ciphertexts as usize, rows.len(), "p = {p}");
@@ -64,7 +54,7 @@ fn mul_bit_rejects_non_bits() {
     let keys: GarblerKeys = GarblerKeys::generate(&mut rng, &[m(3), m(5)]).unwrap();
     let x0 = keys.input(m(5), &mut rng).unwrap();
     let b0 = keys.input(m(3), &mut rng).unwrap();
-    let mut g = Garbler::new(&hash, &keys, VecSink::default());
+    let mut g = Garbler::new(&hash, &keys, VecSink::new());
     assert_eq!(g.mul_bit(&x0, &b0).unwrap_err(), Error::NotABit(3));
     assert_eq!(Plaintext.mul_bit(&PlainWire::new(1, m(5)), &PlainWire::new(1, m(3))).unwrap_err(), Error::NotABit(3));
 }
@@ -76,7 +66,7 @@ fn constants_come_from_the_one_label_only() {
     let keys: GarblerKeys = GarblerKeys::generate(&mut rng, &[m(7), m(11)]).unwrap();
     let ones = keys.one_labels();
     assert_eq!(ones.labels().len(), 2);
-    let mut g = Garbler::new(&hash, &keys, VecSink::default());
+    let mut g = Garbler::new(&hash, &keys, VecSink::new());
     let mut e = Evaluator::new(&hash, &ones, SliceSource::new(&[]));
     for c in 0..11 {
         let z = g.constant(c, m(11)).unwrap();
@@ -145,9 +135,9 @@ proptest! {
         };
         let phi = |x: u16| table[x as usize];
         let a0 = keys.input(mp, &mut rng).unwrap();
-        let mut g = Garbler::new(&hash, &keys, VecSink::default());
+        let mut g = Garbler::new(&hash, &keys, VecSink::new());
         let out0 = g.project(&a0, mq, phi).unwrap();
-        let rows = g.into_sink().0;
+        let rows = g.into_sink().into_rows();
         let mut cost = CostCounter::new();
         cost.project(&mp, mq, phi).unwrap();
         prop_assert_eq!(cost.ciphertexts as usize, rows.len());
@@ -171,14 +161,14 @@ fn chained_gates_use_distinct_tweaks_and_stay_in_sync() {
     let (m5, m7, m2) = (m(5), m(7), m(2));
     let keys: GarblerKeys = GarblerKeys::generate(&mut rng, &[m5, m7, m2]).unwrap();
     let a0 = keys.input(m5, &mut rng).unwrap();
-    let mut g = Garbler::new(&hash, &keys, VecSink::default());
+    let mut g = Garbler::new(&hash, &keys, VecSink::new());
     let p1 = g.project(&a0, m7, |x| x).unwrap();
     let p2 = g.project(&a0, m7, |x| x).unwrap();
     let bit = g.project(&p1, m2, |y| (y >= 3) as u16).unwrap();
     let s = g.add(&p1, &p2).unwrap();
     let prod = g.mul_bit(&s, &bit).unwrap();
     assert_eq!(g.gates().peek(), 4, "one gate id per project and per mul_bit");
-    let rows = g.into_sink().0;
+    let rows = g.into_sink().into_rows();
     assert_ne!(rows[..4], rows[4..8], "same gate twice must not repeat rows");
     let ones = keys.one_labels();
     for x in 0..5u16 {
@@ -214,14 +204,14 @@ fn project_many_equals_project_one_by_one() {
         let keys: GarblerKeys = GarblerKeys::generate(&mut rng, &moduli).unwrap();
         let x0 = keys.input(mp, &mut rng).unwrap();
 
-        let mut one_by_one = Garbler::new(&hash, &keys, VecSink::default());
+        let mut one_by_one = Garbler::new(&hash, &keys, VecSink::new());
         let mut want = Vec::new();
         for (j, &out) in outs.iter().enumerate() {
             want.push(one_by_one.project(&x0, out, |x| table(j, x)).unwrap());
         }
-        let rows = one_by_one.into_sink().0;
+        let rows = one_by_one.into_sink().into_rows();
 
-        let mut many = Garbler::new(&hash, &keys, VecSink::default());
+        let mut many = Garbler::new(&hash, &keys, VecSink::new());
         let mut got = Vec::new();
         many.project_many(&x0, &outs, table, |_, j, w| {
             assert_eq!(j, got.len());
@@ -230,7 +220,7 @@ fn project_many_equals_project_one_by_one() {
         })
         .unwrap();
         assert_eq!(many.gates().peek(), outs.len() as u64);
-        assert_eq!(many.into_sink().0, rows, "p = {p}");
+        assert_eq!(many.into_sink().into_rows(), rows, "p = {p}");
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(g.as_label().to_block(), w.as_label().to_block(), "p = {p}");
         }

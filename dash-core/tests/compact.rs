@@ -3,25 +3,15 @@
 //! ReLU, free arithmetic with public constants, and a rescale, on values
 //! across the whole range; and tampered material still fails closed.
 
+use dash_core::VecSink;
 use dash_core::compact::{CompactEvaluator, PackedOnes};
 use dash_core::gadgets::rescale::{Rescale, Rounding};
 use dash_core::gadgets::sign::{Accuracy, SignGadget};
 use dash_core::{
-    Backend, Block, Bundle, CrtBase, Error, Evaluator, FixedKeyHash, Garbler, GarblerKeys, MaterialSink, Modulus,
-    SliceSource, crt,
+    Backend, Block, Bundle, CrtBase, Error, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Modulus, SliceSource, crt,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-
-#[derive(Default)]
-struct VecSink(Vec<Block>);
-
-impl MaterialSink for VecSink {
-    fn put_rows(&mut self, rows: &[Block]) -> Result<(), Error> {
-        self.0.extend_from_slice(rows);
-        Ok(())
-    }
-}
 
 struct Circuit {
     base: CrtBase,
@@ -70,9 +60,9 @@ fn check(c: &Circuit, rng: &mut ChaCha20Rng, xs: &[i128]) {
     let packed_ones: PackedOnes<16> = PackedOnes::from_labels(&ones).unwrap();
     for &x in xs {
         let x0 = keys.input_bundle(&c.base, rng).unwrap();
-        let mut garbler = Garbler::new(&hash, &keys, VecSink::default());
+        let mut garbler = Garbler::new(&hash, &keys, VecSink::new());
         let y0 = c.run(&mut garbler, &x0).unwrap();
-        let rows = garbler.into_sink().0;
+        let rows = garbler.into_sink().into_rows();
         let labels = keys.encode_bundle(&c.base, &x0, x).unwrap();
 
         let mut full = Evaluator::new(&hash, &ones, SliceSource::new(&rows));

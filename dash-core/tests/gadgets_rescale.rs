@@ -6,26 +6,16 @@
 //! (every value within ±1000 of 0 and of ±Q/2 for k up to 9) are ignored:
 //! `cargo test -p dash-core --release --test gadgets_rescale -- --ignored`.
 
+use dash_core::VecSink;
 use dash_core::gadgets::basechange::{BaseExtension, BaseShrink};
 use dash_core::gadgets::rescale::{Halving, Rescale, Rounding};
 use dash_core::modulus::is_prime;
 use dash_core::{
-    Backend, Block, Bundle, CostCounter, CrtBase, Error, Evaluator, FixedKeyHash, Garbler, GarblerKeys, MaterialSink,
-    Modulus, PlainWire, Plaintext, SliceSource,
+    Backend, Block, Bundle, CostCounter, CrtBase, Error, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Modulus,
+    PlainWire, Plaintext, SliceSource,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-
-/// A growable sink for tests (dash-core itself never allocates).
-#[derive(Default)]
-struct VecSink(Vec<Block>);
-
-impl MaterialSink for VecSink {
-    fn put_rows(&mut self, rows: &[Block]) -> Result<(), Error> {
-        self.0.extend_from_slice(rows);
-        Ok(())
-    }
-}
 
 /// What the tests need from a gadget, for every backend.
 trait Gadget {
@@ -118,9 +108,9 @@ fn garbled_check(rng: &mut ChaCha20Rng, g: &impl Gadget, inputs: impl IntoIterat
     let hash = FixedKeyHash::new();
     let keys: GarblerKeys = GarblerKeys::generate(rng, g.moduli()).unwrap();
     let x0 = keys.input_bundle(base, rng).unwrap();
-    let mut garbler = Garbler::new(&hash, &keys, VecSink::default());
+    let mut garbler = Garbler::new(&hash, &keys, VecSink::new());
     let out0 = g.run(&mut garbler, &x0).unwrap();
-    let rows = garbler.into_sink().0;
+    let rows = garbler.into_sink().into_rows();
 
     // Cost counter == rows written == advertised cost; all moduli prime and
     // covered by the advertised list.
@@ -230,9 +220,9 @@ fn base_change_garbled() {
     let keys: GarblerKeys = GarblerKeys::generate(&mut rng, to.moduli()).unwrap();
     let hash = FixedKeyHash::new();
     let x0 = keys.input_bundle(&to, &mut rng).unwrap();
-    let mut garbler = Garbler::new(&hash, &keys, VecSink::default());
+    let mut garbler = Garbler::new(&hash, &keys, VecSink::new());
     let out0 = s.apply(&mut garbler, &x0).unwrap();
-    assert!(garbler.into_sink().0.is_empty());
+    assert!(garbler.into_sink().into_rows().is_empty());
     let ones = keys.one_labels();
     for x in [-1155i128, -1, 0, 1154, 5000] {
         let mut e = Evaluator::new(&hash, &ones, SliceSource::new(&[]));

@@ -11,25 +11,15 @@
 //! cargo test -p dash-core --release --test gadgets_sign -- --ignored
 //! ```
 
+use dash_core::VecSink;
 use dash_core::gadgets::compare;
 use dash_core::gadgets::sign::{Accuracy, SignGadget};
 use dash_core::{
-    Backend, Block, Bundle, CostCounter, CrtBase, Error, Evaluator, FixedKeyHash, Garbler, GarblerKeys, MaterialSink,
-    PlainWire, Plaintext, SliceSource, ZeroLabel, crt,
+    Backend, Block, Bundle, CostCounter, CrtBase, Error, Evaluator, FixedKeyHash, Garbler, GarblerKeys, PlainWire,
+    Plaintext, SliceSource, ZeroLabel, crt,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-
-/// A growable sink for tests (dash-core itself never allocates).
-#[derive(Default)]
-struct VecSink(Vec<Block>);
-
-impl MaterialSink for VecSink {
-    fn put_rows(&mut self, rows: &[Block]) -> Result<(), Error> {
-        self.0.extend_from_slice(rows);
-        Ok(())
-    }
-}
 
 /// Everything the sign gadget computes from one input.
 struct Outputs<W> {
@@ -66,9 +56,9 @@ impl Garbled {
         let keys: GarblerKeys = GarblerKeys::generate(rng, &gadget.moduli()).unwrap();
         let hash = FixedKeyHash::new();
         let x0 = keys.input_bundle(base, rng).unwrap();
-        let mut garbler = Garbler::new(&hash, &keys, VecSink::default());
+        let mut garbler = Garbler::new(&hash, &keys, VecSink::new());
         let out0 = circuit(&gadget, &mut garbler, &x0).unwrap();
-        let rows = garbler.into_sink().0;
+        let rows = garbler.into_sink().into_rows();
         // The counter's ciphertexts are the rows actually written, and every
         // modulus it saw is prime and declared by the gadget.
         let mut cc = CostCounter::new();
@@ -202,11 +192,11 @@ fn garbled_max2_and_windows() {
         let gadget = SignGadget::new(&base, Accuracy::Exact).unwrap();
         let keys: GarblerKeys = GarblerKeys::generate(&mut rng, &gadget.moduli()).unwrap();
         let z: Vec<Bundle<ZeroLabel>> = (0..4).map(|_| keys.input_bundle(&base, &mut rng).unwrap()).collect();
-        let mut garbler = Garbler::new(&hash, &keys, VecSink::default());
+        let mut garbler = Garbler::new(&hash, &keys, VecSink::new());
         let m0 = compare::max2(&gadget, &mut garbler, &z[0], &z[1]).unwrap();
         let lt0 = compare::less_than(&gadget, &mut garbler, &z[0], &z[1]).unwrap();
         let w0 = compare::max_window(&gadget, &mut garbler, &z).unwrap();
-        let rows = garbler.into_sink().0;
+        let rows = garbler.into_sink().into_rows();
         assert_eq!(rows.len() as u64, 4 * gadget.relu_ciphertexts() + gadget.sign_ciphertexts());
         let ones = keys.one_labels();
         let quarter = (base.product() / 4) as i128;

@@ -26,7 +26,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub use dash_core as core;
+pub use dash_core;
 
 pub mod bench;
 pub mod costs;

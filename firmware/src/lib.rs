@@ -19,7 +19,7 @@ use dash_core::{Block, Error, MaterialSink, MaterialSource};
 use defmt_semihosting as _;
 
 /// Bytes per garbled row / packed label.
-pub const BLOCK_BYTES: usize = 16;
+pub const BLOCK_BYTES: usize = Block::BYTES;
 
 /// Why a firmware run failed (logged, then QEMU exits non-zero).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]

@@ -7,14 +7,15 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
+use dash_core::VecSink;
 use dash_core::compact::{CompactEvaluator, PackedOnes};
 use dash_core::gadgets::basechange::{BaseExtension, wrap_signed};
 use dash_core::gadgets::compare::{greater_equal, less_than, max_window, min_window};
 use dash_core::gadgets::rescale::{Halving, Rescale, Rounding};
 use dash_core::gadgets::sign::{Accuracy, SignGadget};
 use dash_core::{
-    Backend, Block, Bundle, CostCounter, CrtBase, Error, Evaluator, FixedKeyHash, Garbler, GarblerKeys, MaterialSink,
-    PlainWire, Plaintext, SliceSource,
+    Backend, Block, Bundle, CostCounter, CrtBase, Error, Evaluator, FixedKeyHash, Garbler, GarblerKeys, PlainWire,
+    Plaintext, SliceSource,
 };
 use libfuzzer_sys::fuzz_target;
 use rand_core::SeedableRng;
@@ -58,14 +59,6 @@ struct Case {
     op: Op,
     values: Vec<i64>,
     seed: u64,
-}
-
-struct VecSink(Vec<Block>);
-impl MaterialSink for VecSink {
-    fn put_rows(&mut self, rows: &[Block]) -> Result<(), Error> {
-        self.0.extend_from_slice(rows);
-        Ok(())
-    }
 }
 
 fn pick_primes(mask: u16, rotate: u8) -> Vec<u16> {
@@ -283,9 +276,9 @@ fuzz_target!(|case: Case| {
     let hash = FixedKeyHash::new();
     let keys: GarblerKeys = GarblerKeys::generate(&mut rng, &moduli).unwrap();
     let zeros: Vec<_> = (0..arity).map(|_| keys.input_bundle(&base, &mut rng).unwrap()).collect();
-    let mut g = Garbler::new(&hash, &keys, VecSink(Vec::new()));
+    let mut g = Garbler::new(&hash, &keys, VecSink::new());
     let out0 = gadget.run(&mut g, &zeros).expect("garbling failed");
-    let rows = g.into_sink().0;
+    let rows = g.into_sink().into_rows();
     assert_eq!(rows.len() as u64, cc.ciphertexts, "garbler wrote a different number of rows than counted");
 
     let encoded: Vec<_> = zeros.iter().zip(&xs).map(|(z, &x)| keys.encode_bundle(&base, z, x).unwrap()).collect();

@@ -11,10 +11,11 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
+use dash_core::VecSink;
 use dash_core::projection::{self, projection_rows};
 use dash_core::{
-    Backend, Block, CostCounter, Domain, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Label, MaterialSink, Modulus,
-    PlainWire, Plaintext, SliceSource, Tweak, ZeroLabel,
+    Backend, CostCounter, Domain, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Label, Modulus, PlainWire, Plaintext,
+    SliceSource, Tweak, ZeroLabel,
 };
 use libfuzzer_sys::fuzz_target;
 use rand_core::SeedableRng;
@@ -35,14 +36,6 @@ struct Case {
     gates: Vec<Gate>,
     seed: u64,
     flip: Option<(u16, u8)>,
-}
-
-struct VecSink(Vec<Block>);
-impl MaterialSink for VecSink {
-    fn put_rows(&mut self, rows: &[Block]) -> Result<(), dash_core::Error> {
-        self.0.extend_from_slice(rows);
-        Ok(())
-    }
 }
 
 fn table_of(g: &Gate) -> impl Fn(u16) -> u16 + '_ {
@@ -68,10 +61,10 @@ fuzz_target!(|case: Case| {
 
     // Garble every gate through the backend (gate identifiers 0, 1, ...).
     let zeros: Vec<_> = gates.iter().map(|(m, _)| keys.input(*m, &mut rng).unwrap()).collect();
-    let mut g = Garbler::new(&hash, &keys, VecSink(Vec::new()));
+    let mut g = Garbler::new(&hash, &keys, VecSink::new());
     let outs0: Vec<_> =
         gates.iter().zip(&zeros).map(|((_, gate), z)| g.project(z, mo, table_of(gate)).unwrap()).collect();
-    let mut rows = g.into_sink().0;
+    let mut rows = g.into_sink().into_rows();
     let mut cost = CostCounter::new();
     for (m, gate) in &gates {
         cost.project(m, mo, table_of(gate)).unwrap();
@@ -125,13 +118,13 @@ fuzz_target!(|case: Case| {
         zeros.iter().zip(&gates).filter(|(_, (m, _))| *m == m0).map(|(z, _)| z.clone()).collect();
     let batch_tweaks: Vec<Tweak> =
         (0..batch_inputs.len() as u64).map(|i| Tweak::new(Domain::Projection, 1000 + i, 0)).collect();
-    let mut per_gate = VecSink(Vec::new());
+    let mut per_gate = VecSink::new();
     let expected: Vec<_> = batch_inputs
         .iter()
         .zip(&batch_tweaks)
         .map(|(z, t)| projection::garble(&hash, *t, z, d_in, d_out, &table0, &mut per_gate).unwrap())
         .collect();
-    let mut batched_rows = VecSink(Vec::new());
+    let mut batched_rows = VecSink::new();
     let mut batch_outputs: Vec<_> = batch_inputs.iter().map(|_| ZeroLabel::new(Label::zero(mo))).collect();
     projection::garble_batch(
         &hash,
@@ -144,7 +137,7 @@ fuzz_target!(|case: Case| {
         &mut batch_outputs,
     )
     .unwrap();
-    assert_eq!(per_gate.0, batched_rows.0, "garble_batch rows differ from garble");
+    assert_eq!(per_gate.rows(), batched_rows.rows(), "garble_batch rows differ from garble");
     for (a, b) in expected.iter().zip(&batch_outputs) {
         assert_eq!(a.as_label().to_block(), b.as_label().to_block(), "garble_batch output differs from garble");
     }

@@ -30,7 +30,7 @@ pub const MAX_ERROR_BYTES: usize = 1024;
 /// Most CRT primes a hello lists.
 pub const MAX_HELLO_PRIMES: usize = 16;
 /// Bytes of one label on the wire.
-pub const LABEL_BYTES: usize = 16;
+pub const LABEL_BYTES: usize = Block::BYTES;
 
 /// A circuit identifier: 128 random bits chosen by the client, one per
 /// garbled circuit, never reused.
