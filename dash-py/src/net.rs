@@ -60,7 +60,10 @@ fn serve(listener: TcpListener, service: &Service<'_>, stop: &AtomicBool, max_co
             if stream.set_nonblocking(false).is_err() {
                 continue;
             }
+            let metrics = service.metrics();
+            metrics.connections.fetch_add(1, Ordering::Relaxed);
             if active.load(Ordering::Acquire) >= max_connections {
+                metrics.refused_busy.fetch_add(1, Ordering::Relaxed);
                 service.refuse_tcp(stream, BUSY);
                 continue;
             }
