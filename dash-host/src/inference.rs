@@ -129,7 +129,12 @@ pub struct OneInference {
 /// Python module's `dashgc.infer` does; typed engine errors
 /// ([`engine::EngineError`]: an input out of range, a failed check) stay
 /// reachable through the error's chain.
-pub fn infer_one<R: rand_core::CryptoRng>(plan: &Plan, rng: &mut R, x: &[i64], spool_above: u64) -> Result<OneInference> {
+pub fn infer_one<R: rand_core::CryptoRng>(
+    plan: &Plan,
+    rng: &mut R,
+    x: &[i64],
+    spool_above: u64,
+) -> Result<OneInference> {
     let t = Instant::now();
     let mut spool = Spool::for_plan(plan, spool_above)?;
     let session = spool.garble(plan, rng).context("garbling")?;

@@ -35,7 +35,8 @@ pub fn batch(py: Python<'_>, images: &Bound<'_, PyAny>, input_shape: &[usize], r
     let shape: Vec<usize> = arr.getattr("shape")?.extract()?;
     let per_image: usize = shape.iter().skip(1).product();
     if shape.len() < 2 || per_image != input_len {
-        let hint = if shape.iter().product::<usize>() == input_len { " (one image? pass a batch: images[None])" } else { "" };
+        let hint =
+            if shape.iter().product::<usize>() == input_len { " (one image? pass a batch: images[None])" } else { "" };
         return Err(PyValueError::new_err(format!(
             "images of shape {shape:?}: expected (N, {}) or (N, {input_len}), a batch of N inputs of {input_len} values{hint}",
             input_shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")

@@ -162,15 +162,15 @@ impl Model {
         if let Some((lo, hi)) = input_range
             && lo > hi
         {
-            return Err(PyValueError::new_err(format!("input_range ({lo}, {hi}): the smallest input exceeds the largest")));
+            return Err(PyValueError::new_err(format!(
+                "input_range ({lo}, {hi}): the smallest input exceeds the largest"
+            )));
         }
         if !path.exists() {
             return Err(PyFileNotFoundError::new_err(format!("no model file {}", path.display())));
         }
         let loaded = py.detach(|| {
-            no_panic("loading the model", || {
-                Ok(load(&path, input_scale, input_range, tanh_as_sign, activation_bits))
-            })
+            no_panic("loading the model", || Ok(load(&path, input_scale, input_range, tanh_as_sign, activation_bits)))
         })?;
         match loaded {
             Ok(l) => Ok(Model { inner: Arc::new(l) }),

@@ -142,12 +142,8 @@ impl Server {
         let loaded: Arc<Loaded> = model.inner.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::sync_channel(1);
-        let config = ServerConfig {
-            max_connections,
-            frame_timeout: timeout,
-            idle_timeout: timeout,
-            ..ServerConfig::default()
-        };
+        let config =
+            ServerConfig { max_connections, frame_timeout: timeout, idle_timeout: timeout, ..ServerConfig::default() };
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new().name("dashgc-py-server".into()).spawn(move || {
             let service = Service::new(&loaded.plan, config);
@@ -158,7 +154,8 @@ impl Server {
                 serve(listener, &service, &thread_stop, max_connections)
             }));
         })?;
-        let metrics = py.detach(move || rx.recv()).map_err(|_| ProtocolError::new_err("the server thread did not start"))?;
+        let metrics =
+            py.detach(move || rx.recv()).map_err(|_| ProtocolError::new_err("the server thread did not start"))?;
         Ok(Server { address, stop, thread: Mutex::new(Some(thread)), metrics })
     }
 
