@@ -128,9 +128,6 @@ pub struct Model {
 
 #[pymethods]
 impl Model {
-    /// Model.load(path, input_scale=None, input_range=None, *, tanh_as_sign=False, activation_bits=9)
-    /// --
-    ///
     /// Reads an ONNX (`.onnx`) or JSON model file, quantises and plans it.
     ///
     /// `input_scale` is the float value of one integer input unit (the
@@ -333,9 +330,6 @@ impl InferenceResult {
     }
 }
 
-/// infer(model, images, *, progress=None)
-/// --
-///
 /// Private inference of `images` with both parties in this process: for
 /// each image, garble a fresh circuit (fresh keys), encode the image,
 /// evaluate, and decode and verify every output label.

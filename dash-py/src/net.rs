@@ -97,9 +97,6 @@ fn serve(listener: TcpListener, service: &Service<'_>, stop: &AtomicBool, max_co
     });
 }
 
-/// Server(model, listen="127.0.0.1:0", *, max_connections=16, timeout=60.0)
-/// --
-///
 /// The evaluator: serves `model` over the project's protocol in a
 /// background thread (one more per connection), plain TCP, from the moment
 /// it is made until `close()` (or the end of a `with` block). Port 0 picks
@@ -210,9 +207,6 @@ impl Drop for Server {
     }
 }
 
-/// Client(address, model, *, timeout=60.0, queue=4)
-/// --
-///
 /// The garbler: connects to a Server (or `dashgc serve --insecure-plaintext`)
 /// at `address` ("host:port") and agrees on `model` (protocol, model hash,
 /// CRT base). Garbling happens here; the server only ever sees garbled

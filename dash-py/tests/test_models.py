@@ -110,3 +110,25 @@ def test_missing_file_and_bad_arguments(tmp_path):
         dashgc.Model.load(onnx, input_scale=0.0)
     with pytest.raises(ValueError, match="input_range"):
         dashgc.Model.load(onnx, input_range=(255, 0))
+
+
+def test_corrupted_models_raise_model_error_never_a_panic(tmp_path):
+    # Random byte flips in a real model: each load either succeeds or raises
+    # ModelError. A Rust panic would surface as pyo3's PanicException (a
+    # BaseException, not caught by the except clause below) and fail the test.
+    rng = __import__("random").Random(20)
+    for name in ("deepsecure_cnn.onnx", "secureml_mlp.json"):
+        original = (REPO / "models" / name).read_bytes()
+        refused = 0
+        for i in range(40):
+            data = bytearray(original)
+            for _ in range(rng.choice([1, 4, 32])):
+                data[rng.randrange(min(len(data), 4096))] = rng.randrange(256)
+            path = tmp_path / f"{i}_{name}"
+            path.write_bytes(bytes(data))
+            try:
+                dashgc.Model.load(path)
+            except dashgc.ModelError as e:
+                refused += 1
+                assert str(e), "a ModelError without a message"
+        assert refused > 0, f"no corruption of {name} was refused"
