@@ -2,6 +2,8 @@
 
 import json
 import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -116,3 +118,30 @@ def test_input_range_and_scale_are_the_models(mlp, cnn):
     assert mlp.input_range == (0, 255) and mlp.output_len == 10
     assert len(cnn.model_hash) == 64 and cnn.model_hash != mlp.model_hash
     assert repr(cnn).startswith("<dashgc.Model") and "ciphertexts per image" in repr(cnn)
+
+
+def test_infer_releases_the_gil(mnist):
+    # One MiniONN-MNIST image takes hundreds of milliseconds of Rust. A
+    # Python thread keeps running meanwhile only if the GIL is released:
+    # held, the longest pause between its iterations would be about the
+    # whole inference.
+    model = dashgc.Model.load(REPO / "models" / "minionn_mnist.onnx")
+    done = threading.Event()
+    stamps = []
+
+    def ticker():
+        while not done.is_set():
+            stamps.append(time.perf_counter())
+            time.sleep(0.001)
+
+    t = threading.Thread(target=ticker)
+    t.start()
+    start = time.perf_counter()
+    dashgc.infer(model, mnist[:1])
+    took = time.perf_counter() - start
+    done.set()
+    t.join()
+    inside = [s for s in stamps if start <= s <= start + took]
+    longest = max(np.diff([start] + inside + [start + took]))
+    assert took > 0.1, f"the inference was too short ({took:.3f} s) to tell"
+    assert longest < 0.4 * took, f"the Python thread stalled {longest:.3f} s of {took:.3f} s"
