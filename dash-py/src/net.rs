@@ -319,11 +319,13 @@ impl Client {
 
     /// Says goodbye to the server and closes the connection. Idempotent.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let client = self.inner.lock().ok().and_then(|mut c| c.take());
-        if let Some(c) = client {
-            py.detach(|| c.close()).map_err(|e| protocol_error(&e))?;
-        }
-        Ok(())
+        // Waiting for the lock without the GIL: another thread's `infer`
+        // may hold the lock and need the GIL for its progress callback.
+        py.detach(|| match self.inner.lock().ok().and_then(|mut c| c.take()) {
+            Some(c) => c.close().map(|_| ()),
+            None => Ok(()),
+        })
+        .map_err(|e| protocol_error(&e))
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -337,7 +339,12 @@ impl Client {
     }
 
     fn __repr__(&self) -> String {
-        let open = self.inner.lock().map(|c| c.is_some()).unwrap_or(false);
-        format!("<dashgc.Client to {}{}>", self.address, if open { "" } else { " (closed)" })
+        // try_lock: a repr must not wait for a running `infer` (with the GIL held).
+        let state = match self.inner.try_lock() {
+            Ok(c) if c.is_some() => "",
+            Ok(_) => " (closed)",
+            Err(_) => " (busy)",
+        };
+        format!("<dashgc.Client to {}{state}>", self.address)
     }
 }
