@@ -93,6 +93,9 @@ def main() -> int:
     print(f"median: python {py:.3f} s ({1e3 * py / args.images:.1f} ms/image), cli {cli:.3f} s "
           f"({1e3 * cli / args.images:.1f} ms/image), overhead {100 * (py / cli - 1):+.1f} %; "
           f"cli process wall {statistics.median(cli_wall_s):.3f} s")
+    ratios = sorted(p / c - 1 for p, c in zip(py_s, cli_s))
+    print(f"per-round overhead: median {100 * statistics.median(ratios):+.1f} %, "
+          f"range {100 * ratios[0]:+.1f} % to {100 * ratios[-1]:+.1f} %")
     return 0
 
 

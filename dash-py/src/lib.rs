@@ -7,7 +7,7 @@
 //!
 //! | Python | Rust |
 //! |---|---|
-//! | `dashgc.Model.load` | [`dash_host::onnx::import_file`] / [`dash_host::model::FloatModel::load`], [`dash_host::quantize::quantize`], [`Plan::new`] |
+//! | `dashgc.Model.load` | [`dash_host::onnx::import_file`] / [`dash_host::model::FloatModel::load`], [`dash_host::quantize::quantize`], [`dash_host::engine::Plan::new`] |
 //! | `dashgc.infer` | [`dash_host::inference::infer_one`] per image |
 //! | `dashgc.Server` | [`dash_host::protocol::server::Service`] behind an accept loop that can stop |
 //! | `dashgc.Client` | [`dash_host::protocol::client::Client`], [`dash_host::protocol::client::run_batch`] |
