@@ -65,7 +65,9 @@ pub fn protocol_error_at(e: &WireError, doing: Option<&str>) -> PyErr {
         None => e.to_string(),
     };
     match e {
-        WireError::Verification(_) => AuthenticityError::new_err(text),
+        WireError::Verification(_) => {
+            AuthenticityError::new_err(format!("the server's answer was forged or corrupted: {text}"))
+        }
         _ => ProtocolError::new_err(text),
     }
 }
