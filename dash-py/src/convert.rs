@@ -1,9 +1,9 @@
 //! numpy arrays in and out: images checked against the model's input
 //! (shape, integer dtype, declared range), outputs as arrays.
 
-use numpy::{PyArray1, PyArrayMethods, PyReadonlyArrayDyn};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 /// A batch of images, checked: `n` inputs of the model's length, every
 /// value inside the declared input range.
@@ -56,9 +56,18 @@ pub fn batch(py: Python<'_>, images: &Bound<'_, PyAny>, input_shape: &[usize], r
             )));
         }
     }
-    let contiguous = np.call_method1("ascontiguousarray", (arr, np.getattr("int64")?))?;
-    let view: PyReadonlyArrayDyn<'_, i64> = contiguous.extract()?;
-    let flat = view.as_slice().map_err(|e| PyValueError::new_err(format!("images: {e}")))?;
+    // Through numpy's own conversion and a byte copy rather than the
+    // `numpy` crate: that crate's dependencies (ndarray, num-traits with
+    // `std`) would change the features dash-host is built with, and every
+    // wheel build would recompile the engine.
+    let little = np.call_method1("dtype", ("<i8",))?;
+    let contiguous = np.call_method1("ascontiguousarray", (arr, little))?;
+    let raw = contiguous.call_method0("tobytes")?.cast_into::<PyBytes>()?;
+    let flat: Vec<i64> =
+        raw.as_bytes().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect();
+    if flat.len() != n * input_len {
+        return Err(PyValueError::new_err(format!("images: {} values read, {} expected", flat.len(), n * input_len)));
+    }
     let mut inputs = Vec::with_capacity(n);
     for (i, image) in flat.chunks_exact(input_len).enumerate() {
         if let Some((j, v)) = image.iter().enumerate().find(|(_, v)| !(range.0..=range.1).contains(*v)) {
@@ -72,19 +81,35 @@ pub fn batch(py: Python<'_>, images: &Bound<'_, PyAny>, input_shape: &[usize], r
     Ok(Batch { inputs })
 }
 
-/// `rows` (all of one length) as an `(N, M)` int64 array.
+/// `rows` (all of length `width`) as an `(N, width)` int64 array.
 pub fn int_matrix<'py>(py: Python<'py>, rows: &[Vec<i64>], width: usize) -> PyResult<Bound<'py, PyAny>> {
-    let flat: Vec<i64> = rows.iter().flatten().copied().collect();
-    Ok(PyArray1::from_vec(py, flat).reshape([rows.len(), width])?.into_any())
+    array(py, rows.to_vec(), "int64", [rows.len(), width])
 }
 
-/// `rows` (all of one length) as an `(N, M)` float64 array.
+/// `rows` (all of length `width`) as an `(N, width)` float64 array.
 pub fn float_matrix<'py>(py: Python<'py>, rows: &[Vec<f64>], width: usize) -> PyResult<Bound<'py, PyAny>> {
-    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
-    Ok(PyArray1::from_vec(py, flat).reshape([rows.len(), width])?.into_any())
+    array(py, rows.to_vec(), "float64", [rows.len(), width])
 }
 
 /// A vector as a one-dimensional int64 array.
-pub fn int_vector<'py>(py: Python<'py>, v: Vec<i64>) -> Bound<'py, PyAny> {
-    PyArray1::from_vec(py, v).into_any()
+pub fn int_vector<'py>(py: Python<'py>, v: Vec<i64>) -> PyResult<Bound<'py, PyAny>> {
+    let n = v.len();
+    array(py, v, "int64", [n])
+}
+
+/// `numpy.array(values, dtype).reshape(shape)`: the reshape keeps the
+/// shape right for an empty batch too.
+fn array<'py, T, const D: usize>(
+    py: Python<'py>,
+    values: T,
+    dtype: &str,
+    shape: [usize; D],
+) -> PyResult<Bound<'py, PyAny>>
+where
+    T: IntoPyObject<'py>,
+{
+    let np = py.import("numpy")?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("dtype", dtype)?;
+    np.call_method("array", (values,), Some(&kwargs))?.call_method1("reshape", (shape.to_vec(),))
 }

@@ -54,7 +54,7 @@ impl Loaded {
         let scale = self.q.output_scale;
         let logits: Vec<Vec<f64>> = outputs.iter().map(|o| o.iter().map(|&v| v as f64 / scale).collect()).collect();
         Ok(InferenceResult {
-            predictions: convert::int_vector(py, predictions).unbind(),
+            predictions: convert::int_vector(py, predictions)?.unbind(),
             outputs: convert::int_matrix(py, outputs, width)?.unbind(),
             logits: convert::float_matrix(py, &logits, width)?.unbind(),
             timings: timings.unbind(),
