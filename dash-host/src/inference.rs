@@ -106,6 +106,55 @@ fn forged_answer_rejected<R: rand_core::CryptoRng>(
     Ok(matches!(awaiting.decode_output(&returned), Err(engine::EngineError::Authenticity)))
 }
 
+/// One private inference of one input, timed by phase: what [`infer_one`]
+/// returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OneInference {
+    /// The decoded and verified integer outputs.
+    pub output: Vec<i64>,
+    /// Bytes of garbled material (header included).
+    pub material_bytes: u64,
+    /// Seconds spent generating keys and garbling.
+    pub garble_seconds: f64,
+    /// Seconds the evaluator spent reading the material and evaluating.
+    pub eval_seconds: f64,
+    /// Seconds the garbler spent encoding the input and decoding the output.
+    pub encode_decode_seconds: f64,
+}
+
+/// One private inference of `x` on `plan`, both parties in this process:
+/// garble under fresh keys (material in memory, or in a temporary file
+/// above `spool_above` bytes), encode, evaluate, then decode and verify
+/// every output label. What `dashgc run` does per image and what the
+/// Python module's `dashgc.infer` does; typed engine errors
+/// ([`engine::EngineError`]: an input out of range, a failed check) stay
+/// reachable through the error's chain.
+pub fn infer_one<R: rand_core::CryptoRng>(
+    plan: &Plan,
+    rng: &mut R,
+    x: &[i64],
+    spool_above: u64,
+) -> Result<OneInference> {
+    let t = Instant::now();
+    let mut spool = Spool::for_plan(plan, spool_above)?;
+    let session = spool.garble(plan, rng).context("garbling")?;
+    let garble_seconds = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let (labels, awaiting) = session.encode_input(x).map_err(|e| e.error).context("encoding the input")?;
+    let mut encode_decode_seconds = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let out = spool.evaluate(plan, &labels).context("evaluating")?;
+    let eval_seconds = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let returned = out.to_blocks();
+    let output = awaiting.decode_output(&returned).context("decoding")?;
+    encode_decode_seconds += t.elapsed().as_secs_f64();
+    Ok(OneInference { output, material_bytes: spool.len, garble_seconds, eval_seconds, encode_decode_seconds })
+}
+
 /// Options of [`run_mnist`].
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -215,6 +264,8 @@ pub struct ImageResult {
     pub garbled_prediction: usize,
     /// Whether the garbled output equals the plaintext integer output exactly.
     pub garbled_equals_plaintext: bool,
+    /// The garbled (decoded and verified) integer outputs.
+    pub garbled_output: Vec<i64>,
 }
 
 /// Results of [`run_mnist`].
@@ -348,24 +399,12 @@ pub fn run_quantized(
         let float_prediction = model.predict(&x)?;
         let want = q.network.eval_plain(&x)?;
 
-        let t = Instant::now();
-        let mut spool = Spool::for_plan(&plan, options.spool_above)?;
-        let session = spool.garble(&plan, &mut rng).with_context(|| format!("garbling image {i}"))?;
-        garble_s += t.elapsed().as_secs_f64();
-        garbled_bytes += spool.len;
-
-        let t = Instant::now();
-        let (labels, awaiting) = session.encode_input(&x)?;
-        codec_s += t.elapsed().as_secs_f64();
-
-        let t = Instant::now();
-        let out = spool.evaluate(&plan, &labels).with_context(|| format!("evaluating image {i}"))?;
-        eval_s += t.elapsed().as_secs_f64();
-
-        let t = Instant::now();
-        let returned = out.to_blocks();
-        let got = awaiting.decode_output(&returned).with_context(|| format!("decoding image {i}"))?;
-        codec_s += t.elapsed().as_secs_f64();
+        let one = infer_one(&plan, &mut rng, &x, options.spool_above).with_context(|| format!("image {i}"))?;
+        garble_s += one.garble_seconds;
+        eval_s += one.eval_seconds;
+        codec_s += one.encode_decode_seconds;
+        garbled_bytes += one.material_bytes;
+        let got = one.output;
         if i == 0 {
             // A forged output label must be rejected, not decoded. Keys are
             // single-use, so this is a second inference of the same image,
@@ -380,6 +419,7 @@ pub fn run_quantized(
             quantized_prediction: argmax(&want),
             garbled_prediction: argmax(&got),
             garbled_equals_plaintext: got == want,
+            garbled_output: got,
         };
         pb.set_message(format!("image {i}: label {} → {}", r.label, r.garbled_prediction));
         pb.inc(1);

@@ -131,6 +131,10 @@ struct RunArgs {
     /// line of standard output.
     #[arg(long)]
     json: bool,
+    /// With --json: the JSON object also lists every garbled image (index,
+    /// label, predictions, and the garbled integer outputs).
+    #[arg(long, requires = "json")]
+    per_image: bool,
     /// Report float and quantised accuracy on the garbled images only
     /// (skip the plaintext pass over the whole data set).
     #[arg(long)]
@@ -413,6 +417,9 @@ fn run_run(args: RunArgs) -> anyhow::Result<bool> {
         inference::write_report(&report, &mut std::io::stderr().lock())?;
         let mut summary = report.summary_json();
         summary["first_image"] = args.skip.into();
+        if args.per_image {
+            summary["per_image"] = serde_json::to_value(&report.per_image)?;
+        }
         println!("{summary}");
     } else {
         inference::write_report(&report, &mut std::io::stdout().lock())?;

@@ -360,6 +360,46 @@ struct Importer<'a> {
     input_factor: f64,
 }
 
+/// The node an import error happened in, attached to the error as context:
+/// a caller names the node and its operator without parsing the message
+/// (`error.downcast_ref::<NodeContext>()`, as the Python module's
+/// `ModelError` does). It displays as the message always read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeContext {
+    /// The node's name, or, for an unnamed node, its first output's.
+    pub node: String,
+    /// Whether the node has no name of its own (`node` is its output's).
+    pub unnamed: bool,
+    /// The operator (`op_type`).
+    pub op: String,
+    /// The model's default-domain opset.
+    pub opset: i64,
+}
+
+impl NodeContext {
+    fn of(node: &NodeProto, opset: i64) -> NodeContext {
+        let name: String = node.name.chars().take(80).collect();
+        let op: String = node.op_type.chars().take(40).collect();
+        if name.is_empty() {
+            let out: String = node.output.first().map(|s| s.chars().take(80).collect()).unwrap_or_default();
+            NodeContext { node: out, unnamed: true, op, opset }
+        } else {
+            NodeContext { node: name, unnamed: false, op, opset }
+        }
+    }
+}
+
+impl std::fmt::Display for NodeContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let NodeContext { node, unnamed, op, opset } = self;
+        if *unnamed {
+            write!(f, "node producing {node:?} ({op}) (opset {opset})")
+        } else {
+            write!(f, "node {node:?} ({op}) (opset {opset})")
+        }
+    }
+}
+
 fn node_label(node: &NodeProto) -> String {
     let name: String = node.name.chars().take(80).collect();
     let op: String = node.op_type.chars().take(40).collect();
@@ -710,7 +750,7 @@ impl<'a> Importer<'a> {
         let mut done = 0;
         while let Some(pos) = ready_const.pop_first().or_else(|| ready_data.pop_first()) {
             let node = &graph.node[order[pos]];
-            self.node(node).with_context(|| format!("{} (opset {})", node_label(node), self.opset))?;
+            self.node(node).with_context(|| NodeContext::of(node, self.opset))?;
             done += 1;
             // Reads still to come: what decides whether a bias may fold.
             for inp in node.input.iter().filter(|s| !s.is_empty()) {
