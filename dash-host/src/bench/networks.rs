@@ -3,8 +3,8 @@
 //!
 //! - A non-linear layer (ReLU, rescale, 2×2 max-pool) of
 //!   [`NetworkScale::elements`] elements is garbled by
-//!   [`engine::garble`](crate::engine::garble) and evaluated by
-//!   [`engine::evaluate`](crate::engine::evaluate) on one thread. Beside
+//!   [`engine::garble`](crate::engine::garble()) and evaluated by
+//!   [`engine::evaluate`](crate::engine::evaluate()) on one thread. Beside
 //!   it, the layer's gadget runs on one lane backend of
 //!   [`LANES`](crate::engine::LANES) elements with nothing around it: the
 //!   batched microbenchmark. `efficiency` is the microbenchmark's time per
