@@ -112,7 +112,8 @@ fn nonlinear_layers() {
     // A 1×1 window with a stride > 1 picks elements without comparing any:
     // it once took the element-wise path and read the wrong elements (found
     // by the network fuzz target).
-    for (k, s) in [([2, 2], [2, 2]), ([3, 2], [1, 2]), ([3, 3], [2, 2]), ([1, 1], [1, 1]), ([1, 1], [3, 3]), ([1, 1], [1, 2])]
+    for (k, s) in
+        [([2, 2], [2, 2]), ([3, 2], [1, 2]), ([3, 3], [2, 2]), ([1, 1], [1, 1]), ([1, 1], [3, 3]), ([1, 1], [1, 2])]
     {
         check(&net(5, &[2, 5, 6], vec![IntLayer::MaxPool { kernel: k, stride: s }]), 1, 1155, 42);
     }
