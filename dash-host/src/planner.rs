@@ -392,3 +392,16 @@ pub fn layer_rows(plan: &crate::engine::Plan) -> Vec<LayerRow> {
         })
         .collect()
 }
+
+/// The circuit both parties run for a quantised model: the planner's
+/// ([`plan`] on the quantiser's declared input range) or, with `planned`
+/// false, today's unplanned circuit. Client and server call this with the
+/// same model and choice; the model hash in the material's header tells
+/// them apart otherwise.
+pub fn circuit_plan(q: &crate::quantize::Quantized, planned: bool) -> Result<crate::engine::Plan> {
+    if !planned {
+        return crate::engine::Plan::new(&q.network).context("planning the garbled circuit");
+    }
+    let p = plan(&q.network, q.input_range).context("planning the circuit")?;
+    crate::engine::Plan::planned(&p).context("planning the garbled circuit")
+}
