@@ -142,10 +142,20 @@ impl Coster {
         }
         let primes: Vec<u16> =
             (0..self.base.len()).filter(|i| mask >> i & 1 == 1).map(|i| self.base.moduli()[i].value()).collect();
-        let c = CrtBase::new(&primes)
-            .ok()
-            .and_then(|b| SignGadget::new(&b, Accuracy::Exact).ok())
-            .map(|g| g.sign_ciphertexts());
+        // Costs depend on the primes alone: shared by every planning in the
+        // process (the digit-order search is the planner's slowest step).
+        static COSTS: std::sync::Mutex<Option<HashMap<Vec<u16>, Option<u64>>>> = std::sync::Mutex::new(None);
+        let cached = COSTS.lock().ok().and_then(|g| g.as_ref().and_then(|m| m.get(&primes).copied()));
+        let c = cached.unwrap_or_else(|| {
+            let c = CrtBase::new(&primes)
+                .ok()
+                .and_then(|b| SignGadget::new(&b, Accuracy::Exact).ok())
+                .map(|g| g.sign_ciphertexts());
+            if let Ok(mut g) = COSTS.lock() {
+                g.get_or_insert_with(HashMap::new).insert(primes, c);
+            }
+            c
+        });
         self.sign_cost.insert(mask, c);
         c
     }
@@ -225,9 +235,22 @@ impl Coster {
                 IntLayer::MaxPool { .. } => Some(Interval::new(h.lo - h.hi, h.hi - h.lo)),
                 _ => None,
             };
-            let sub = need.and_then(|n| self.sub_base(n));
+            let mut sub = need.and_then(|n| self.sub_base(n));
             let elements = bounds[i + 1].len() as u64;
-            let c = self.per_element(layer, sub.as_deref())?;
+            // A sub-base whose gadget cannot be built falls back to the
+            // whole base; a layer with no gadget at all rules the
+            // candidate out.
+            let c = match self.per_element(layer, sub.as_deref()) {
+                Ok(c) => c,
+                Err(_) if sub.is_some() => {
+                    sub = None;
+                    match self.per_element(layer, None) {
+                        Ok(c) => c,
+                        Err(_) => return Ok(None),
+                    }
+                }
+                Err(_) => return Ok(None),
+            };
             ciphertexts = ciphertexts.saturating_add(c.saturating_mul(elements));
             sub_bases.push(sub);
         }

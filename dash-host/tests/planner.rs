@@ -201,3 +201,29 @@ fn unprovable_network_is_not_rewritten() {
     assert!(planner::plan(&net, Interval::new(5, -5)).is_err());
     assert!(planner::plan(&net, Interval::new(-100, 5)).is_err());
 }
+
+/// The bundled MNIST models on all 10,000 test images: the planned circuit's
+/// plaintext twin gives exactly the unplanned quantised network's outputs
+/// (so the same predictions and accuracy), and the plan is cheaper.
+#[test]
+fn bundled_models_planned_equal_unplanned_on_all_10000_images() {
+    use dash_host::model::FloatModel;
+    use dash_host::quantize::{QuantizeOptions, quantize};
+    use rayon::prelude::*;
+    let data = dash_host::mnist::bundled_test_set().unwrap();
+    let images: Vec<Vec<i64>> = data.images.iter().map(|im| im.iter().map(|&p| p as i64).collect()).collect();
+    assert_eq!(images.len(), 10_000);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    for name in ["secureml_mlp.onnx", "deepsecure_cnn.onnx", "minionn_mnist.onnx", "fhe_dinn100.onnx"] {
+        let model = FloatModel::load(root.join(name)).unwrap();
+        let q = quantize(&model, &QuantizeOptions::default()).unwrap();
+        let p = planner::plan(&q.network, q.input_range).unwrap();
+        let (before, after) = (Plan::new(&q.network).unwrap().total_rows(), Plan::planned(&p).unwrap().total_rows());
+        assert!(after <= before, "{name}: {after} > {before}");
+        if name != "fhe_dinn100.onnx" {
+            assert!(after * 10 < before * 6, "{name}: {after} rows planned, {before} unplanned");
+        }
+        let differ = images.par_iter().filter(|x| p.eval_plain(x).unwrap() != q.network.eval_plain(x).unwrap()).count();
+        assert_eq!(differ, 0, "{name}: planned and unplanned differ on {differ} images");
+    }
+}
