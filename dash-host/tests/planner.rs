@@ -227,3 +227,43 @@ fn bundled_models_planned_equal_unplanned_on_all_10000_images() {
         assert_eq!(differ, 0, "{name}: planned and unplanned differ on {differ} images");
     }
 }
+
+/// The planned twin models a sub-base's decision exactly, even where the
+/// sub-base is too small for the value (a plan the planner would never
+/// choose): the garbled circuit then agrees with the twin, not with the
+/// unplanned network, which shows both really decide on the sub-base.
+#[test]
+fn twin_models_a_too_small_sub_base_bit_for_bit() {
+    let layers = vec![
+        IntLayer::Dense { inputs: 2, outputs: 2, weights: vec![1, 0, 0, 1], bias: vec![0, 0] },
+        IntLayer::Relu,
+        IntLayer::Dense { inputs: 2, outputs: 2, weights: vec![1, 0, 1, 1], bias: vec![0, 0] },
+        IntLayer::Reshape { shape: vec![1, 1, 2] },
+        IntLayer::MaxPool { kernel: [1, 2], stride: [1, 1] },
+    ];
+    let net = IntNetwork::new(vec![2], layers, CrtBase::first(5).unwrap()).unwrap();
+    // {2, 3}: Q' = 6, signed range [-3, 2].
+    let sub = Some(vec![0, 1]);
+    let planned = PlannedNetwork {
+        network: net.clone(),
+        input_range: Interval::new(-10, 10),
+        sub_bases: vec![None, sub.clone(), None, None, sub],
+        rewrites: Vec::new(),
+    };
+    // 4 wraps to -2 on the sub-base: the ReLU there gives 0.
+    assert_eq!(net.eval_plain(&[4, 1]).unwrap(), vec![5]);
+    assert_eq!(planned.eval_plain(&[4, 1]).unwrap(), vec![1]);
+    let plan = Plan::planned(&planned).unwrap();
+    let mut r = ChaCha20Rng::seed_from_u64(9);
+    let mut differ = 0;
+    for x in inputs(&mut r, 2, -10, 10, 40) {
+        let want = planned.eval_plain(&x).unwrap();
+        differ += usize::from(want != net.eval_plain(&x).unwrap());
+        let mut material = Vec::new();
+        let g = engine::garble(&plan, &mut r, &mut material).unwrap();
+        let (labels, awaiting) = g.encode_input(&x).unwrap();
+        let out = engine::evaluate(&plan, material.as_slice(), &labels).unwrap();
+        assert_eq!(awaiting.decode_output(&out.to_blocks()).unwrap(), want, "input {x:?}");
+    }
+    assert!(differ > 0, "no input showed the sub-base's wrap");
+}
