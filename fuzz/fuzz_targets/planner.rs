@@ -220,7 +220,12 @@ fuzz_target!(|case: Case| {
         .map(|i| (lo + case.values.get(i).copied().unwrap_or(i as i64).rem_euclid(width) as i128) as i64)
         .collect();
     let want = net.eval_plain(&input).expect("eval_plain failed on a valid network and input");
-    assert_eq!(planned.eval_plain(&input).expect("planned twin failed"), want, "planned twin differs: {:?}", planned.rewrites);
+    assert_eq!(
+        planned.eval_plain(&input).expect("planned twin failed"),
+        want,
+        "planned twin differs: {:?}",
+        planned.rewrites
+    );
 
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(case.seed);
     let mut material = Vec::new();
@@ -230,4 +235,18 @@ fuzz_target!(|case: Case| {
     let out = engine::evaluate(&plan, material.as_slice(), &labels).expect("evaluating honest material failed");
     let got = awaiting.decode_output(&out.to_blocks()).expect("honest output failed its check");
     assert_eq!(got, want, "garbled planned circuit differs from eval_plain");
+
+    // A flipped byte of planned material may fail, never pass a wrong value.
+    if let Some((at, bit)) = case.flip {
+        let at = at as usize % material.len();
+        material[at] ^= 1 << (bit % 8);
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(case.seed);
+        let again = engine::garble(&plan, &mut rng, &mut std::io::sink()).expect("garbling again failed");
+        let (_, awaiting) = again.encode_input(&input).expect("encoding an input in range failed");
+        if let Ok(out) = engine::evaluate(&plan, material.as_slice(), &labels)
+            && let Ok(got) = awaiting.decode_output(&out.to_blocks())
+        {
+            assert_eq!(got, want, "tampered planned material gave a wrong value that passed the output check");
+        }
+    }
 });
