@@ -267,3 +267,32 @@ fn twin_models_a_too_small_sub_base_bit_for_bit() {
     }
     assert!(differ > 0, "no input showed the sub-base's wrap");
 }
+
+/// `dashgc plan --json`: both tables, totals that are the sums of their
+/// layers, the planned circuit cheaper, and a clear error for a bad model.
+#[test]
+fn dashgc_plan_prints_both_tables_with_totals() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dashgc"))
+        .args(["plan", "--json", "--model"])
+        .arg(root.join("deepsecure_cnn.onnx"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    for side in ["before", "after"] {
+        let layers = v[side]["layers"].as_array().unwrap();
+        let sum: u64 = layers.iter().map(|l| l["bytes"].as_u64().unwrap()).sum();
+        assert_eq!(sum, v[side]["bytes"].as_u64().unwrap(), "{side}");
+        assert_eq!(layers.len(), 8, "{side}");
+    }
+    assert!(v["after"]["bytes"].as_u64().unwrap() < v["before"]["bytes"].as_u64().unwrap());
+    assert_ne!(v["after"]["model_hash"], v["before"]["model_hash"]);
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_dashgc"))
+        .args(["plan", "--model", "/nonexistent/model.onnx"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot read model"));
+}
