@@ -172,6 +172,9 @@ pub struct RunOptions {
     /// the evaluator in an anonymous temporary file instead of memory
     /// (default [`SPOOL_TO_DISK_BYTES`]).
     pub spool_above: u64,
+    /// Garble the planner's circuit ([`crate::planner`]; the default), or
+    /// today's unplanned one.
+    pub plan: bool,
 }
 
 impl Default for RunOptions {
@@ -182,6 +185,7 @@ impl Default for RunOptions {
             plain_all: true,
             offload: None,
             spool_above: SPOOL_TO_DISK_BYTES,
+            plan: true,
         }
     }
 }
@@ -379,7 +383,7 @@ pub fn run_quantized(
     };
     let plain_seconds = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let mut plan = Plan::new(&q.network).context("planning the garbled circuit")?;
+    let mut plan = crate::planner::circuit_plan(q, options.plan)?;
     plan.set_offload(options.offload.clone());
     let quantize_seconds = quantize_seconds + t.elapsed().as_secs_f64();
     let k = q.network.base.len() as u64;

@@ -42,6 +42,7 @@ pub mod model;
 pub mod network;
 pub mod offload;
 pub mod onnx;
+pub mod planner;
 pub mod protocol;
 pub mod quantize;
 pub mod rng;

@@ -19,7 +19,7 @@
 //!
 //! Tensors are row-major; convolution and pooling take `[C, H, W]`.
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use dash_core::CrtBase;
 pub use dash_core::gadgets::rescale::Rounding;
 use sha2::{Digest, Sha256};
@@ -274,6 +274,44 @@ impl IntNetwork {
     /// [`IntNetwork::eval_plain`], returning every activation
     /// (`[input, after layer 0, …]`), e.g. to check value ranges.
     pub fn eval_plain_trace(&self, input: &[i64]) -> Result<Vec<Vec<i64>>> {
+        self.eval_trace_on(input, &[])
+    }
+
+    /// The plaintext twin of a circuit whose sign, ReLU and max-pool layers
+    /// decide signs on sub-bases: `sub_bases[i]`, when given, lists the
+    /// residues (indices into the base) layer `i` decides on, and the sign
+    /// of a value `v` is then that of `v` wrapped into the sub-base's signed
+    /// range, exactly as the garbled gadget computes it. Within the range
+    /// the planner proves, this equals [`IntNetwork::eval_plain`]; outside
+    /// it, it still equals the garbled circuit bit for bit. An empty slice
+    /// is `eval_plain`.
+    pub fn eval_plain_on_sub_bases(&self, input: &[i64], sub_bases: &[Option<Vec<usize>>]) -> Result<Vec<i64>> {
+        Ok(self.eval_trace_on(input, sub_bases)?.pop().unwrap_or_default())
+    }
+
+    fn eval_trace_on(&self, input: &[i64], sub_bases: &[Option<Vec<usize>>]) -> Result<Vec<Vec<i64>>> {
+        ensure!(
+            sub_bases.is_empty() || sub_bases.len() == self.layers.len(),
+            "{} sub-bases for {} layers",
+            sub_bases.len(),
+            self.layers.len()
+        );
+        let mut subs: Vec<Option<SubRing>> = Vec::with_capacity(sub_bases.len());
+        for (i, sb) in sub_bases.iter().enumerate() {
+            subs.push(match sb {
+                None => None,
+                Some(idx) => {
+                    let primes = idx
+                        .iter()
+                        .map(|&j| self.base.moduli().get(j).map(|m| m.value()))
+                        .collect::<Option<Vec<u16>>>()
+                        .with_context(|| format!("layer {i}: sub-base index out of range"))?;
+                    let b = CrtBase::new(&primes).map_err(|e| anyhow!("layer {i}: sub-base {primes:?}: {e}"))?;
+                    Some(SubRing { q: b.product() as i128, min: b.min_value() })
+                }
+            });
+        }
+        let sub = |i: usize| subs.get(i).copied().flatten();
         let shapes = self.shapes()?;
         ensure!(
             input.len() == numel(&self.input_shape),
@@ -319,10 +357,10 @@ impl IntNetwork {
                     pool(in_shape, out_shape, *kernel, *stride, x, |win| ring.dot(win.iter().map(|&v| (1, v)), 0))?
                 }
                 IntLayer::MaxPool { kernel, stride } => {
-                    pool(in_shape, out_shape, *kernel, *stride, x, |win| ring.max_tree(win))?
+                    pool(in_shape, out_shape, *kernel, *stride, x, |win| ring.max_tree(win, sub(i)))?
                 }
-                IntLayer::Relu => x.iter().map(|&v| v.max(0)).collect(),
-                IntLayer::Sign => x.iter().map(|&v| if v >= 0 { 1 } else { -1 }).collect(),
+                IntLayer::Relu => x.iter().map(|&v| if nonneg(v, sub(i)) { v } else { 0 }).collect(),
+                IntLayer::Sign => x.iter().map(|&v| if nonneg(v, sub(i)) { 1 } else { -1 }).collect(),
                 IntLayer::Rescale { divisor, rounding } => {
                     x.iter().map(|&v| rounding.divide(v as i128, *divisor) as i64).collect()
                 }
@@ -560,21 +598,40 @@ impl Ring {
         self.wrap(acc)
     }
 
-    fn max2(&self, a: i64, b: i64) -> i64 {
+    fn max2(&self, a: i64, b: i64, sub: Option<SubRing>) -> i64 {
         let d = self.wrap(a as i128 - b as i128);
-        self.wrap(b as i128 + d.max(0) as i128)
+        let r = if nonneg(d, sub) { d } else { 0 };
+        self.wrap(b as i128 + r as i128)
     }
 
     /// The gadget's balanced tree: split at `len / 2`, left then right.
-    fn max_tree(&self, xs: &[i64]) -> i64 {
+    fn max_tree(&self, xs: &[i64], sub: Option<SubRing>) -> i64 {
         match xs {
             [] => 0,
             [x] => *x,
             _ => {
                 let (lo, hi) = xs.split_at(xs.len() / 2);
-                self.max2(self.max_tree(lo), self.max_tree(hi))
+                self.max2(self.max_tree(lo, sub), self.max_tree(hi, sub), sub)
             }
         }
+    }
+}
+
+/// The signed range of a sub-base a sign is decided on: `Q'` and its least
+/// value.
+#[derive(Clone, Copy, Debug)]
+struct SubRing {
+    q: i128,
+    min: i128,
+}
+
+/// `[v >= 0]` as a sign gadget computes it: on the whole base (`v` is
+/// already in its signed range), or on a sub-base after wrapping `v` into
+/// the sub-base's signed range (the residues it keeps determine only that).
+fn nonneg(v: i64, sub: Option<SubRing>) -> bool {
+    match sub {
+        None => v >= 0,
+        Some(r) => (v as i128 - r.min).rem_euclid(r.q) + r.min >= 0,
     }
 }
 
@@ -619,9 +676,9 @@ mod tests {
         // 3·4 + 5 + 2 = 19 -> -11 -> relu 0
         assert_eq!(net.eval_plain(&[4, 5]).unwrap(), vec![0]);
         let r = Ring::new(&base);
-        assert_eq!(r.max_tree(&[-3, 7, 2]), 7);
+        assert_eq!(r.max_tree(&[-3, 7, 2], None), 7);
         // 14 - (-14) = 28 wraps to -2: the circuit then keeps -14.
-        assert_eq!(r.max2(14, -14), -14);
+        assert_eq!(r.max2(14, -14, None), -14);
     }
 
     #[test]

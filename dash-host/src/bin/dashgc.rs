@@ -60,6 +60,9 @@ enum Command {
     /// Print what each gadget costs (ciphertexts, bytes, moduli), counted by
     /// running it on the cost-counting backend.
     Costs(CostsArgs),
+    /// Print a model's circuit per layer before and after planning (layer,
+    /// elements, gadget, base, ciphertexts, bytes), with totals.
+    Plan(PlanArgs),
     /// Read a bearer token from standard input and print the line of a
     /// server's token file (`NAME SHA256`) for it.
     TokenHash(TokenHashArgs),
@@ -74,6 +77,19 @@ struct TokenHashArgs {
     /// The client's name in the server's logs and per-client limits.
     #[arg(long)]
     name: String,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// Model file (quantised exactly as `dashgc run`, `serve` and `query` do).
+    #[arg(long)]
+    model: PathBuf,
+    /// Proven bound on hidden activations after rescaling: 2^BITS.
+    #[arg(long, default_value_t = 9)]
+    activation_bits: u32,
+    /// Print one JSON object (as the last line) instead of tables.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -142,6 +158,10 @@ struct RunArgs {
     /// Proven bound on hidden activations after rescaling: 2^BITS.
     #[arg(long, default_value_t = 9)]
     activation_bits: u32,
+    /// Garble today's unplanned circuit instead of the planner's (for
+    /// comparison; both sides must choose alike, the model hash differs).
+    #[arg(long)]
+    no_plan: bool,
     /// Where linear layers and projection batches run: `auto` uses a GPU
     /// when one is usable and says which it chose.
     #[arg(long, value_enum, default_value_t = offload::DeviceChoice::Auto)]
@@ -161,6 +181,10 @@ struct ServeArgs {
     /// match the client's).
     #[arg(long, default_value_t = 9)]
     activation_bits: u32,
+    /// Garble today's unplanned circuit instead of the planner's (for
+    /// comparison; both sides must choose alike, the model hash differs).
+    #[arg(long)]
+    no_plan: bool,
     /// Connections served at once.
     #[arg(long, default_value_t = 16)]
     max_connections: usize,
@@ -250,6 +274,10 @@ struct QueryArgs {
     /// match the server's).
     #[arg(long, default_value_t = 9)]
     activation_bits: u32,
+    /// Garble today's unplanned circuit instead of the planner's (for
+    /// comparison; both sides must choose alike, the model hash differs).
+    #[arg(long)]
+    no_plan: bool,
     /// Seconds to wait for a frame (an answer may take up to ten times this).
     #[arg(long, default_value_t = 60)]
     timeout_secs: u64,
@@ -410,6 +438,7 @@ fn run_run(args: RunArgs) -> anyhow::Result<bool> {
         progress: true,
         plain_all: !args.garbled_only,
         offload: device.offload,
+        plan: !args.no_plan,
         ..Default::default()
     };
     let report = inference::run_mnist(&model, &data, args.limit, &options)?;
@@ -473,6 +502,68 @@ fn run_costs(args: CostsArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+fn run_plan(args: PlanArgs) -> anyhow::Result<bool> {
+    use dash_host::planner::{self, LayerRow};
+    let (_, q) = quantised(&args.model, args.activation_bits)?;
+    let before = planner::circuit_plan(&q, false)?;
+    let planned = planner::plan(&q.network, q.input_range)?;
+    let after = dash_host::engine::Plan::planned(&planned)?;
+    let (rb, ra) = (planner::layer_rows(&before), planner::layer_rows(&after));
+    let total = |p: &dash_host::engine::Plan| (p.total_rows(), p.material_bytes());
+    if args.json {
+        let side = |rows: &[LayerRow], p: &dash_host::engine::Plan| {
+            serde_json::json!({
+                "layers": rows,
+                "ciphertexts": total(p).0,
+                "bytes": total(p).1,
+                "model_hash": hex(&p.model_hash()),
+            })
+        };
+        let out = serde_json::json!({
+            "model": args.model.display().to_string(),
+            "base": q.primes(),
+            "input_range": [q.input_range.lo as i64, q.input_range.hi as i64],
+            "before": side(&rb, &before),
+            "after": side(&ra, &after),
+            "rewrites": planned.rewrites,
+        });
+        println!("{out}");
+        return Ok(true);
+    }
+    let table = |title: &str, rows: &[LayerRow], p: &dash_host::engine::Plan| {
+        println!("{title} (model hash {})", hex(&p.model_hash()));
+        println!(
+            "{:>5} {:<13} {:>9} {:<12} {:<34} {:>13} {:>15}",
+            "layer", "kind", "elements", "gadget", "base", "ciphertexts", "bytes"
+        );
+        for r in rows {
+            let base = if r.base.is_empty() { "-".to_string() } else { format!("{:?}", r.base) };
+            println!(
+                "{:>5} {:<13} {:>9} {:<12} {:<34} {:>13} {:>15}",
+                r.layer, r.kind, r.elements, r.gadget, base, r.ciphertexts, r.bytes
+            );
+        }
+        let (c, b) = total(p);
+        println!("{:>5} {:<13} {:>9} {:<12} {:<34} {:>13} {:>15}\n", "total", "", "", "", "", c, b);
+    };
+    println!(
+        "model {}, CRT base {:?}, input range [{}, {}]\n",
+        args.model.display(),
+        q.primes(),
+        q.input_range.lo,
+        q.input_range.hi
+    );
+    table("before planning", &rb, &before);
+    table("after planning", &ra, &after);
+    println!("rewrites:");
+    for r in &planned.rewrites {
+        println!("  {r}");
+    }
+    let (b, a) = (total(&before).1, total(&after).1);
+    println!("material per image: {b} -> {a} bytes ({:.1} % of before)", 100.0 * a as f64 / b.max(1) as f64);
+    Ok(true)
+}
+
 fn quantised(path: &Path, activation_bits: u32) -> anyhow::Result<(model::FloatModel, quantize::Quantized)> {
     use anyhow::Context;
     let model = model::FloatModel::load(path)?;
@@ -508,7 +599,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<bool> {
     };
     let tokens = args.token_file.as_deref().map(protocol::auth::TokenStore::load).transpose()?.map(Arc::new);
     let (_, q) = quantised(&args.model, args.activation_bits)?;
-    let plan = dash_host::engine::Plan::new(&q.network).context("planning the garbled circuit")?;
+    let plan = dash_host::planner::circuit_plan(&q, !args.no_plan)?;
     let server =
         protocol::server::Server::bind(&args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = server.local_addr()?;
@@ -636,7 +727,7 @@ fn query(args: QueryArgs) -> anyhow::Result<bool> {
     use anyhow::{Context, ensure};
     use protocol::client::{Client, ClientConfig, run_batch};
     let (model, q) = quantised(&args.model, args.activation_bits)?;
-    let plan = dash_host::engine::Plan::new(&q.network).context("planning the garbled circuit")?;
+    let plan = dash_host::planner::circuit_plan(&q, !args.no_plan)?;
     let (images, labels): (Vec<Vec<u8>>, Option<Vec<u8>>) = match (&args.input, &args.mnist) {
         (Some(path), _) => (vec![protocol::input::load_image(path, model.input_len())?], None),
         (None, Some(files)) => {
@@ -795,6 +886,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_run(args),
         Command::Bench(args) => run_bench(args),
         Command::Costs(args) => run_costs(args),
+        Command::Plan(args) => run_plan(args),
         Command::Device(args) => dash_host::device_eval::run(args),
         Command::Serve(args) => run_serve(args),
         Command::Query(args) => run_query(args),

@@ -40,6 +40,9 @@ pub struct GarblerSession {
     base: CrtBase,
     input_zero: CrtTensor,
     output_zero: CrtTensor,
+    /// The inputs the plan accepts (a planned circuit's proof covers only
+    /// these; `None`: the base's whole range).
+    input_range: Option<(i128, i128)>,
     /// Rows written.
     pub rows: u64,
 }
@@ -154,7 +157,7 @@ pub fn garble<W: Write, R: CryptoRng + ?Sized>(plan: &Plan, rng: &mut R, out: &m
     let rows = party.rows;
     drop(party);
     format::write_trailer(out)?;
-    Ok(GarblerSession { keys, base, input_zero, output_zero, rows })
+    Ok(GarblerSession { keys, base, input_zero, output_zero, input_range: plan.input_range(), rows })
 }
 
 impl GarblerSession {
@@ -172,6 +175,14 @@ impl GarblerSession {
                 "input has {} values, the network takes {}",
                 input.len(),
                 self.input_zero.len()
+            ));
+            return Err(EncodeError { error, session: Box::new(self) });
+        }
+        if let Some((lo, hi)) = self.input_range
+            && let Some((e, &v)) = input.iter().enumerate().find(|(_, v)| !(lo..=hi).contains(&(**v as i128)))
+        {
+            let error = EngineError::Input(format!(
+                "input {e} = {v} is outside the range [{lo}, {hi}] the planned circuit is proven for"
             ));
             return Err(EncodeError { error, session: Box::new(self) });
         }

@@ -7,6 +7,7 @@ use super::{MAX_MODULI, OFFLOAD_CHUNK_ROWS};
 use crate::format::Header;
 use crate::network::{IntLayer, IntNetwork};
 use crate::offload::OffloadHandle;
+use crate::planner::PlannedNetwork;
 use dash_core::gadgets::compare::max_window;
 use dash_core::gadgets::rescale::Rescale;
 use dash_core::gadgets::sign::{Accuracy, SignGadget};
@@ -22,21 +23,85 @@ pub(crate) enum Op {
     Gadget(Gadget),
 }
 
-/// The gadget a non-linear layer runs per output element.
+/// The gadget a non-linear layer runs per output element. A `sub` sign
+/// decides on a sub-base (a subset of the network's residues, chosen by the
+/// planner from the value's proven interval); `None` decides on the whole
+/// base with the plan's shared sign gadget.
 #[derive(Clone, Debug)]
 pub(crate) enum Gadget {
-    Relu,
-    Sign,
-    MaxPool { window: usize },
+    Relu { sub: Option<Box<SubSign>> },
+    Sign { sub: Option<Box<SubSign>> },
+    MaxPool { window: usize, sub: Option<Box<SubSign>> },
     Rescale(Box<Rescale>),
+}
+
+/// An exact sign gadget on a sub-base of the network's base: the residues
+/// at `indices` (ascending) of every input bundle. Dropping residues costs
+/// nothing; the decision is exact for every value in the sub-base's signed
+/// range, which the planner proves the value lies in. The result goes back
+/// into every residue of the full base by multiply-by-bit (ReLU, max) or a
+/// projection of the bit (sign), so the layer's output is on the full base.
+#[derive(Clone, Debug)]
+pub(crate) struct SubSign {
+    pub(crate) gadget: SignGadget,
+    pub(crate) indices: Vec<usize>,
+}
+
+impl SubSign {
+    /// The residues of `x` this sign reads (clones of the wires; free).
+    fn select<W: Clone>(&self, x: &Bundle<W>) -> Result<Bundle<W>, Error> {
+        let wires = self.indices.iter().map(|&i| x.wires().get(i).cloned().ok_or(Error::LengthMismatch));
+        Bundle::from_wires(wires.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// `[x >= 0]` decided on the sub-base.
+    fn nonneg_bit<B: Backend>(&self, b: &mut B, x: &Bundle<B::Wire>) -> Result<B::Wire, Error> {
+        self.gadget.nonneg_bit(b, &self.select(x)?)
+    }
+}
+
+/// Every residue of `x` times `bit` (the full base, whatever base decided
+/// the bit).
+fn mul_each<B: Backend>(b: &mut B, x: &Bundle<B::Wire>, bit: &B::Wire) -> Result<Bundle<B::Wire>, Error> {
+    let wires = x.wires().iter().map(|w| b.mul_bit(w, bit)).collect::<Result<Vec<_>, _>>()?;
+    Bundle::from_wires(wires)
+}
+
+/// `max(x, y) = y + (x - y)·[x - y >= 0]`, the sign of the difference
+/// decided on `sub`.
+fn max2_sub<B: Backend>(
+    sub: &SubSign,
+    b: &mut B,
+    x: &Bundle<B::Wire>,
+    y: &Bundle<B::Wire>,
+) -> Result<Bundle<B::Wire>, Error> {
+    let d = dash_core::crt::sub(b, x, y)?;
+    let bit = sub.nonneg_bit(b, &d)?;
+    let r = mul_each(b, &d, &bit)?;
+    dash_core::crt::add(b, y, &r)
+}
+
+/// The same balanced tree as `dash_core::gadgets::compare::max_window`
+/// (split at `len / 2`, left then right), which the plaintext twins follow.
+fn max_tree_sub<B: Backend>(sub: &SubSign, b: &mut B, xs: &[Bundle<B::Wire>]) -> Result<Bundle<B::Wire>, Error> {
+    match xs {
+        [] => Err(Error::InvalidParameter),
+        [x] => Ok(x.clone()),
+        _ => {
+            let (lo, hi) = xs.split_at(xs.len() / 2);
+            let a = max_tree_sub(sub, b, lo)?;
+            let c = max_tree_sub(sub, b, hi)?;
+            max2_sub(sub, b, &a, &c)
+        }
+    }
 }
 
 impl Gadget {
     /// Input bundles per output element.
     pub(crate) fn arity(&self) -> usize {
         match self {
-            Gadget::MaxPool { window } => *window,
-            Gadget::Relu | Gadget::Sign | Gadget::Rescale(_) => 1,
+            Gadget::MaxPool { window, .. } => *window,
+            Gadget::Relu { .. } | Gadget::Sign { .. } | Gadget::Rescale(_) => 1,
         }
     }
 
@@ -45,7 +110,18 @@ impl Gadget {
     pub(crate) fn is_elementwise(&self) -> bool {
         match self {
             Gadget::MaxPool { .. } => false,
-            Gadget::Relu | Gadget::Sign | Gadget::Rescale(_) => true,
+            Gadget::Relu { .. } | Gadget::Sign { .. } | Gadget::Rescale(_) => true,
+        }
+    }
+
+    /// The residues the sign decides on, if a sub-base (indices into the
+    /// network's base).
+    pub(crate) fn sub_base(&self) -> Option<&[usize]> {
+        match self {
+            Gadget::Relu { sub } | Gadget::Sign { sub } | Gadget::MaxPool { sub, .. } => {
+                sub.as_deref().map(|s| s.indices.as_slice())
+            }
+            Gadget::Rescale(_) => None,
         }
     }
 
@@ -60,9 +136,31 @@ impl Gadget {
         let sign = || sign.ok_or(Error::InvalidParameter);
         let x = xs.first().ok_or(Error::LengthMismatch)?;
         match self {
-            Gadget::Relu => sign()?.relu(b, x),
-            Gadget::Sign => sign()?.sign_activation(b, x),
-            Gadget::MaxPool { .. } => max_window(sign()?, b, xs),
+            Gadget::Relu { sub: None } => sign()?.relu(b, x),
+            Gadget::Relu { sub: Some(s) } => {
+                let bit = s.nonneg_bit(b, x)?;
+                mul_each(b, x, &bit)
+            }
+            Gadget::Sign { sub: None } => sign()?.sign_activation(b, x),
+            Gadget::Sign { sub: Some(s) } => {
+                // +1 / -1 in every residue of the full base from the bit
+                // [x >= 0] (one projection per odd residue; mod 2 they are
+                // the same residue, the constant 1).
+                let bit = s.nonneg_bit(b, x)?;
+                let mut out = Vec::with_capacity(x.len());
+                for w in x.wires() {
+                    let m = b.modulus_of(w);
+                    let p = m.value();
+                    out.push(if p == 2 {
+                        b.constant(1, m)?
+                    } else {
+                        b.project(&bit, m, |s| if s == 1 { 1 } else { p - 1 })?
+                    });
+                }
+                Bundle::from_wires(out)
+            }
+            Gadget::MaxPool { sub: None, .. } => max_window(sign()?, b, xs),
+            Gadget::MaxPool { sub: Some(s), .. } => max_tree_sub(s, b, xs),
             Gadget::Rescale(r) => r.apply(b, x),
         }
     }
@@ -162,6 +260,23 @@ pub(crate) struct PlanData {
     pub(crate) reduced: Vec<Vec<(Vec<u16>, Vec<u16>)>>,
     /// Whether activation `i` is needed again by a residual add.
     pub(crate) keep: Vec<bool>,
+    /// The inputs a planned circuit's proof covers (`None`: the base's
+    /// whole signed range).
+    pub(crate) input_range: Option<(i128, i128)>,
+}
+
+/// The exact sign gadget on the residues `indices` (ascending, distinct) of
+/// `base`.
+pub(crate) fn sub_sign(base: &CrtBase, indices: &[usize]) -> Result<SubSign, Error> {
+    if indices.is_empty() || indices.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(Error::InvalidParameter);
+    }
+    let primes = indices
+        .iter()
+        .map(|&i| base.moduli().get(i).map(|m| m.value()).ok_or(Error::InvalidParameter))
+        .collect::<Result<Vec<u16>, _>>()?;
+    let sub = CrtBase::new(&primes)?;
+    Ok(SubSign { gadget: SignGadget::new(&sub, Accuracy::Exact)?, indices: indices.to_vec() })
 }
 
 /// A network for [`Plan::new`]: shared as it is, or copied once.
@@ -171,7 +286,11 @@ impl From<&IntNetwork> for Arc<IntNetwork> {
     }
 }
 
-fn measure(gadget: &Gadget, sign: Option<&SignGadget>, base: &CrtBase) -> Result<(u64, u64, Vec<u16>), Error> {
+pub(crate) fn measure(
+    gadget: &Gadget,
+    sign: Option<&SignGadget>,
+    base: &CrtBase,
+) -> Result<(u64, u64, Vec<u16>), Error> {
     let mut cc = CostCounter::new();
     let xs: Vec<Bundle<Modulus>> = (0..gadget.arity())
         .map(|_| Bundle::from_wires(base.moduli().iter().map(|&m| cc.input(m))))
@@ -193,6 +312,27 @@ impl Plan {
     /// borrowed network is copied once; pass an `Arc` to share it.
     pub fn new(net: impl Into<Arc<IntNetwork>>) -> EngineResult<Plan> {
         let net: Arc<IntNetwork> = net.into();
+        let hash = net.hash();
+        Plan::build(net, &[], hash, None)
+    }
+
+    /// Plans the planner's circuit ([`crate::planner`]): its rewritten
+    /// network, with each sign, ReLU and max-pool deciding on the sub-base
+    /// the planner chose, and inputs limited to the range the planner's
+    /// proof assumed. The model hash covers all of it
+    /// ([`PlannedNetwork::hash`]), so a party that planned differently (or
+    /// not at all) is refused at the header.
+    pub fn planned(planned: &PlannedNetwork) -> EngineResult<Plan> {
+        let net = Arc::new(planned.network.clone());
+        Plan::build(net, &planned.sub_bases, planned.hash(), Some((planned.input_range.lo, planned.input_range.hi)))
+    }
+
+    fn build(
+        net: Arc<IntNetwork>,
+        sub_bases: &[Option<Vec<usize>>],
+        hash: [u8; 32],
+        input_range: Option<(i128, i128)>,
+    ) -> EngineResult<Plan> {
         let shapes = net.shapes().map_err(|e| EngineError::Model(format!("{e:#}")))?;
         let base = &net.base;
         let needs_sign =
@@ -209,12 +349,25 @@ impl Plan {
         let (mut ops, mut costs, mut reduced) = (Vec::new(), Vec::new(), Vec::new());
         let mut keep = vec![false; shapes.len()];
         let mut gate = 0u64;
+        if !sub_bases.is_empty() && sub_bases.len() != net.layers.len() {
+            return Err(EngineError::Model("the sub-bases do not match the network's layers".into()));
+        }
         for (i, layer) in net.layers.iter().enumerate() {
+            let sub =
+                match sub_bases.get(i) {
+                    Some(Some(indices)) => Some(Box::new(sub_sign(base, indices).map_err(model_error(format!(
+                        "layer {i}: the exact sign gadget on the sub-base {indices:?}"
+                    )))?)),
+                    _ => None,
+                };
+            if sub.is_some() && !matches!(layer, IntLayer::Relu | IntLayer::Sign | IntLayer::MaxPool { .. }) {
+                return Err(EngineError::Model(format!("layer {i} ({}) takes no sub-base", layer.name())));
+            }
             // Exhaustive: a new layer kind must be placed here on purpose.
             let op = match layer {
-                IntLayer::Relu => Op::Gadget(Gadget::Relu),
-                IntLayer::Sign => Op::Gadget(Gadget::Sign),
-                IntLayer::MaxPool { kernel, .. } => Op::Gadget(Gadget::MaxPool { window: kernel[0] * kernel[1] }),
+                IntLayer::Relu => Op::Gadget(Gadget::Relu { sub }),
+                IntLayer::Sign => Op::Gadget(Gadget::Sign { sub }),
+                IntLayer::MaxPool { kernel, .. } => Op::Gadget(Gadget::MaxPool { window: kernel[0] * kernel[1], sub }),
                 IntLayer::Rescale { divisor, rounding } => Op::Gadget(Gadget::Rescale(Box::new(
                     Rescale::new(base, *divisor, *rounding)
                         .map_err(model_error(format!("layer {i}: rescale by {divisor} on this base")))?,
@@ -268,8 +421,7 @@ impl Plan {
                 moduli.len()
             )));
         }
-        let hash = net.hash();
-        let data = PlanData { net, shapes, ops, sign, costs, moduli, hash, reduced, keep };
+        let data = PlanData { net, shapes, ops, sign, costs, moduli, hash, reduced, keep, input_range };
         Ok(Plan { data: Arc::new(data), offload: None, offload_chunk_rows: OFFLOAD_CHUNK_ROWS })
     }
 
@@ -328,6 +480,25 @@ impl Plan {
     /// The model hash written into and checked against the header.
     pub fn model_hash(&self) -> [u8; 32] {
         self.data.hash
+    }
+
+    /// The inputs this plan accepts: a planned circuit's proof covers only
+    /// the declared input range (`None`: the base's whole signed range).
+    pub fn input_range(&self) -> Option<(i128, i128)> {
+        self.data.input_range
+    }
+
+    /// Per layer, the residues (indices into the base) its sign decides on
+    /// when a sub-base; `None` for the whole base or no sign.
+    pub fn sub_bases(&self) -> Vec<Option<Vec<usize>>> {
+        self.data
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Gadget(g) => g.sub_base().map(<[usize]>::to_vec),
+                Op::Linear => None,
+            })
+            .collect()
     }
 
     /// The input shape.
