@@ -50,13 +50,17 @@ class Model:
         *,
         tanh_as_sign: bool = False,
         activation_bits: int = 9,
+        plan: bool = True,
     ) -> "Model":
         """Read an ONNX (``.onnx``) or JSON model file, quantise and plan it.
 
         ``input_scale``: float value of one integer input unit (ONNX default
         1/255); ``input_range``: smallest and largest integer input (ONNX
         default (0, 255)); a JSON model declares its own, which these
-        override. Raises ModelError, FileNotFoundError or ValueError.
+        override. ``plan`` (default) garbles the circuit planner's cheaper
+        circuit (the same integers), as ``dashgc run`` does; ``plan=False``
+        today's unplanned circuit (``dashgc run --no-plan``). Raises
+        ModelError, FileNotFoundError or ValueError.
         """
     @property
     def name(self) -> str: ...

@@ -86,6 +86,7 @@ fn load(
     input_range: Option<(i64, i64)>,
     tanh_as_sign: bool,
     activation_bits: u32,
+    planned: bool,
 ) -> anyhow::Result<Loaded> {
     let float = if is_json(path)? {
         let mut m = FloatModel::load(path)?;
@@ -109,7 +110,8 @@ fn load(
         onnx::import_file(path, &options)?
     };
     let q = quantize(&float, &QuantizeOptions { activation_bits, ..Default::default() }).context("quantisation")?;
-    let plan = Plan::new(&q.network).context("planning the garbled circuit")?;
+    // The circuit `dashgc run` garbles (the planner's unless asked not to).
+    let plan = dash_host::planner::circuit_plan(&q, planned)?;
     let name = if float.name.is_empty() {
         path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
     } else {
@@ -136,13 +138,16 @@ impl Model {
     /// (0, 255) (MNIST pixels, trained on x/255); a JSON model declares its
     /// own, which these override. `tanh_as_sign` reads Tanh, Clip(-1, 1)
     /// and HardTanh as the sign activation (ONNX). `activation_bits` bounds
-    /// hidden activations after rescaling by 2**bits.
+    /// hidden activations after rescaling by 2**bits. `plan` (the default)
+    /// garbles the circuit planner's cheaper circuit, which computes the
+    /// same integers, as `dashgc run` does; `plan=False` today's unplanned
+    /// circuit (`dashgc run --no-plan`).
     ///
     /// Raises ModelError (with `.node` and `.op` when an ONNX node failed)
     /// for a file that cannot be read, imported, quantised or planned,
     /// FileNotFoundError for a missing file, ValueError for bad arguments.
     #[staticmethod]
-    #[pyo3(signature = (path, input_scale=None, input_range=None, *, tanh_as_sign=false, activation_bits=9))]
+    #[pyo3(signature = (path, input_scale=None, input_range=None, *, tanh_as_sign=false, activation_bits=9, plan=true))]
     fn load(
         py: Python<'_>,
         path: PathBuf,
@@ -150,6 +155,7 @@ impl Model {
         input_range: Option<(i64, i64)>,
         tanh_as_sign: bool,
         activation_bits: u32,
+        plan: bool,
     ) -> PyResult<Model> {
         if let Some(s) = input_scale
             && !(s.is_finite() && s > 0.0)
@@ -167,7 +173,7 @@ impl Model {
             return Err(PyFileNotFoundError::new_err(format!("no model file {}", path.display())));
         }
         let loaded = py.detach(|| {
-            no_panic("loading the model", || Ok(load(&path, input_scale, input_range, tanh_as_sign, activation_bits)))
+            no_panic("loading the model", || Ok(load(&path, input_scale, input_range, tanh_as_sign, activation_bits, plan)))
         })?;
         match loaded {
             Ok(l) => Ok(Model { inner: Arc::new(l) }),

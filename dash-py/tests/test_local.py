@@ -12,16 +12,30 @@ import dashgc
 from conftest import MNIST_IMAGES, MNIST_LABELS, REPO
 
 
-def cli_run(dashgc_bin, model_path, n):
+def cli_run(dashgc_bin, model_path, n, *extra):
     """`dashgc run --json --per-image` on the first n bundled MNIST images: the JSON object it prints."""
     out = subprocess.run(
         [
             str(dashgc_bin), "run", "--model", str(model_path), "--mnist", str(MNIST_IMAGES), str(MNIST_LABELS),
-            "--limit", str(n), "--garbled-only", "--json", "--per-image", "--device", "cpu",
+            "--limit", str(n), "--garbled-only", "--json", "--per-image", "--device", "cpu", *extra,
         ],
         cwd=REPO, check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_unplanned_circuit_equals_dashgc_run_no_plan(dashgc_bin, mnist):
+    """`plan=False` is `dashgc run --no-plan`: the bigger circuit, the same integers as the planned one."""
+    n = 3
+    path = REPO / "models" / "deepsecure_cnn.onnx"
+    unplanned = dashgc.Model.load(path, plan=False)
+    planned = dashgc.Model.load(path)
+    report = cli_run(dashgc_bin, path, n, "--no-plan")
+    assert report["ciphertexts_per_image"] == unplanned.costs()["ciphertexts"]
+    assert planned.costs()["ciphertexts"] < unplanned.costs()["ciphertexts"]
+    got = dashgc.infer(unplanned, mnist[:n])
+    assert [r["garbled_output"] for r in report["per_image"]] == got.outputs.tolist()
+    assert got.outputs.tolist() == dashgc.infer(planned, mnist[:n]).outputs.tolist()
 
 
 @pytest.mark.parametrize("name", ["secureml_mlp.json", "deepsecure_cnn.onnx"])
