@@ -173,7 +173,9 @@ impl Model {
             return Err(PyFileNotFoundError::new_err(format!("no model file {}", path.display())));
         }
         let loaded = py.detach(|| {
-            no_panic("loading the model", || Ok(load(&path, input_scale, input_range, tanh_as_sign, activation_bits, plan)))
+            no_panic("loading the model", || {
+                Ok(load(&path, input_scale, input_range, tanh_as_sign, activation_bits, plan))
+            })
         })?;
         match loaded {
             Ok(l) => Ok(Model { inner: Arc::new(l) }),
