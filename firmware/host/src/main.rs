@@ -15,12 +15,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use dash_core::VecSink;
 use dash_core::gadgets::rescale::{Rescale, Rounding};
 use dash_core::gadgets::sign::{Accuracy, SignGadget};
-use dash_core::VecSink;
 use dash_core::{
-    Block, Bundle, CrtBase, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Label, Modulus, OneLabels,
-    SliceSource, ZeroLabel,
+    Block, Bundle, CrtBase, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Label, Modulus, OneLabels, SliceSource,
+    ZeroLabel,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
