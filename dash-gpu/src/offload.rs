@@ -188,14 +188,8 @@ impl ProjectionBatch<'_> {
         mut kernel: impl FnMut(&mut ProjectionBatch<'_>) -> Result<(), GpuError>,
     ) -> Result<(), GpuError> {
         self.validate()?;
-        let per = gates_per_piece(max_rows, self.input_modulus.value() as usize - 1);
-        let mut first = 0;
-        while first < self.gates() {
-            let count = per.min(self.gates() - first);
-            kernel(&mut self.piece(first, count)).map_err(|e| e.shifted(first))?;
-            first += count;
-        }
-        Ok(())
+        let (gates, rows_per_gate) = (self.gates(), self.input_modulus.value() as usize - 1);
+        for_each_piece(gates, rows_per_gate, max_rows, |first, count| kernel(&mut self.piece(first, count)))
     }
 
     /// Checks lengths, limits and that every input digit is reduced.
@@ -293,14 +287,8 @@ impl GarbleBatch<'_> {
         mut kernel: impl FnMut(&mut GarbleBatch<'_>) -> Result<(), GpuError>,
     ) -> Result<(), GpuError> {
         self.validate()?;
-        let per = gates_per_piece(max_rows, self.input_modulus.value() as usize - 1);
-        let mut first = 0;
-        while first < self.gates() {
-            let count = per.min(self.gates() - first);
-            kernel(&mut self.piece(first, count)).map_err(|e| e.shifted(first))?;
-            first += count;
-        }
-        Ok(())
+        let (gates, rows_per_gate) = (self.gates(), self.input_modulus.value() as usize - 1);
+        for_each_piece(gates, rows_per_gate, max_rows, |first, count| kernel(&mut self.piece(first, count)))
     }
 
     /// Checks lengths, limits and reduction of every input.
@@ -358,6 +346,26 @@ pub trait Offload: Send + Sync {
 
 /// Rows one device piece holds by default (64 MiB of material).
 pub const DEFAULT_MAX_BATCH_ROWS: usize = 1 << 22;
+
+/// The piece loop of both batch kinds: `piece(first, count)` for
+/// consecutive ranges of whole gates, each at most `max_rows` rows (and at
+/// least one gate), in order; a failing gate is renumbered from its piece
+/// to the whole batch.
+fn for_each_piece(
+    gates: usize,
+    rows_per_gate: usize,
+    max_rows: usize,
+    mut piece: impl FnMut(usize, usize) -> Result<(), GpuError>,
+) -> Result<(), GpuError> {
+    let per = gates_per_piece(max_rows, rows_per_gate);
+    let mut first = 0;
+    while first < gates {
+        let count = per.min(gates - first);
+        piece(first, count).map_err(|e| e.shifted(first))?;
+        first += count;
+    }
+    Ok(())
+}
 
 /// Whole gates of `rows_per_gate` rows in a piece of at most `max_rows`
 /// rows, and at least one.
