@@ -63,11 +63,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-// Only `material::VecSink` allocates, and only with the `alloc` feature
-// (hosts and tests); CI builds the crate without it against `core` alone.
-#[cfg(feature = "alloc")]
-extern crate alloc;
-
 #[macro_use]
 mod log;
 
@@ -98,7 +93,5 @@ pub use evaluator::Evaluator;
 pub use garbler::{Garbler, GarblerKeys, GateCounter, OneLabels};
 pub use hash::{Domain, FixedKeyHash, Tweak};
 pub use label::Label;
-#[cfg(feature = "alloc")]
-pub use material::VecSink;
 pub use material::{CountingSink, MaterialSink, MaterialSource, SliceSink, SliceSource};
 pub use modulus::{MAX_DIGITS, MAX_MODULUS, MAX_PROJECTION_INPUT, Modulus};

@@ -4,9 +4,7 @@
 //! them; the evaluator reads them from a [`MaterialSource`] in the same
 //! order. `dash-core` never allocates: the slice adapters here write into
 //! and read from caller-provided buffers, and `dash-host` provides streaming
-//! implementations (files, sockets, channels). With the `alloc` feature
-//! (off by default; for hosts and tests) [`VecSink`] keeps rows in a
-//! growable buffer.
+//! implementations (files, sockets, channels).
 
 use crate::block::Block;
 use crate::error::Error;
@@ -133,66 +131,5 @@ mod tests {
         assert_eq!(src.next_rows(2), Err(Error::SourceExhausted));
         assert_eq!(src.next_rows(usize::MAX), Err(Error::SourceExhausted));
         assert_eq!(src.next_rows(1).unwrap(), &[Block(3)]);
-    }
-}
-
-/// A sink that appends every row to a growable buffer (feature `alloc`,
-/// for hosts and tests; the rest of the crate never allocates). The
-/// evaluator reads the rows back through a [`SliceSource`] over
-/// [`VecSink::rows`].
-#[cfg(feature = "alloc")]
-#[derive(Clone, Debug, Default)]
-pub struct VecSink {
-    rows: alloc::vec::Vec<Block>,
-}
-
-#[cfg(feature = "alloc")]
-impl VecSink {
-    /// An empty sink.
-    pub fn new() -> VecSink {
-        VecSink::default()
-    }
-
-    /// An empty sink with room for `rows` rows before it reallocates.
-    pub fn with_capacity(rows: usize) -> VecSink {
-        VecSink { rows: alloc::vec::Vec::with_capacity(rows) }
-    }
-
-    /// The rows received so far, in order.
-    pub fn rows(&self) -> &[Block] {
-        &self.rows
-    }
-
-    /// Gives back the rows.
-    pub fn into_rows(self) -> alloc::vec::Vec<Block> {
-        self.rows
-    }
-
-    /// Takes the rows received so far, leaving the sink empty.
-    pub fn take_rows(&mut self) -> alloc::vec::Vec<Block> {
-        core::mem::take(&mut self.rows)
-    }
-
-    /// Rows (ciphertexts) received so far.
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// Whether no row was received.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
-    /// Size of the material in bytes.
-    pub fn bytes(&self) -> usize {
-        self.rows.len() * Block::BYTES
-    }
-}
-
-#[cfg(feature = "alloc")]
-impl MaterialSink for VecSink {
-    fn put_rows(&mut self, rows: &[Block]) -> Result<(), Error> {
-        self.rows.extend_from_slice(rows);
-        Ok(())
     }
 }

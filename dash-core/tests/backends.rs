@@ -2,7 +2,8 @@
 //! plaintext, cost counts equal the rows actually written, and tampering is
 //! always caught.
 
-use dash_core::VecSink;
+mod common;
+use common::VecSink;
 use dash_core::{
     Backend, Block, CostCounter, Error, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Modulus, PlainWire, Plaintext,
     SliceSource,

@@ -3,7 +3,8 @@
 //! ReLU, free arithmetic with public constants, and a rescale, on values
 //! across the whole range; and tampered material still fails closed.
 
-use dash_core::VecSink;
+mod common;
+use common::VecSink;
 use dash_core::compact::{CompactEvaluator, PackedOnes};
 use dash_core::gadgets::rescale::{Rescale, Rounding};
 use dash_core::gadgets::sign::{Accuracy, SignGadget};

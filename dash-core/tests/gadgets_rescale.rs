@@ -6,7 +6,8 @@
 //! (every value within ±1000 of 0 and of ±Q/2 for k up to 9) are ignored:
 //! `cargo test -p dash-core --release --test gadgets_rescale -- --ignored`.
 
-use dash_core::VecSink;
+mod common;
+use common::VecSink;
 use dash_core::gadgets::basechange::{BaseExtension, BaseShrink};
 use dash_core::gadgets::rescale::{Halving, Rescale, Rounding};
 use dash_core::modulus::is_prime;

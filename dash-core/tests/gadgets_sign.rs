@@ -11,7 +11,8 @@
 //! cargo test -p dash-core --release --test gadgets_sign -- --ignored
 //! ```
 
-use dash_core::VecSink;
+mod common;
+use common::VecSink;
 use dash_core::gadgets::compare;
 use dash_core::gadgets::sign::{Accuracy, SignGadget};
 use dash_core::{

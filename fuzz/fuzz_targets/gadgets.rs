@@ -7,7 +7,6 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use dash_core::VecSink;
 use dash_core::compact::{CompactEvaluator, PackedOnes};
 use dash_core::gadgets::basechange::{BaseExtension, wrap_signed};
 use dash_core::gadgets::compare::{greater_equal, less_than, max_window, min_window};
@@ -17,6 +16,7 @@ use dash_core::{
     Backend, Block, Bundle, CostCounter, CrtBase, Error, Evaluator, FixedKeyHash, Garbler, GarblerKeys, PlainWire,
     Plaintext, SliceSource,
 };
+use dash_host::material::VecSink;
 use libfuzzer_sys::fuzz_target;
 use rand_core::SeedableRng;
 

@@ -11,12 +11,12 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use dash_core::VecSink;
 use dash_core::projection::{self, projection_rows};
 use dash_core::{
     Backend, CostCounter, Domain, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Label, Modulus, PlainWire, Plaintext,
     SliceSource, Tweak, ZeroLabel,
 };
+use dash_host::material::VecSink;
 use libfuzzer_sys::fuzz_target;
 use rand_core::SeedableRng;
 

@@ -15,12 +15,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use dash_core::VecSink;
 use dash_core::gadgets::rescale::{Rescale, Rounding};
 use dash_core::gadgets::sign::{Accuracy, SignGadget};
 use dash_core::{
-    Block, Bundle, CrtBase, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Label, Modulus, OneLabels, SliceSource,
-    ZeroLabel,
+    Block, Bundle, CrtBase, Evaluator, FixedKeyHash, Garbler, GarblerKeys, Label, MaterialSink, Modulus, OneLabels,
+    SliceSource, ZeroLabel,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -85,6 +84,15 @@ fn read_file(path: &Path) -> Res<Vec<u8>> {
 
 fn write_file(path: PathBuf, bytes: &[u8]) -> Res<()> {
     std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+struct VecSink(Vec<Block>);
+
+impl MaterialSink for VecSink {
+    fn put_rows(&mut self, rows: &[Block]) -> Result<(), dash_core::Error> {
+        self.0.extend_from_slice(rows);
+        Ok(())
+    }
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
@@ -157,7 +165,7 @@ fn garble_eval(divisor: Option<u64>) -> Res<EvalGarbling> {
         put_u32(&mut file, l.modulus().value() as u32);
         put_block(&mut file, l.to_block());
     }
-    let mut garbler = Garbler::new(&hash, &keys, VecSink::new());
+    let mut garbler = Garbler::new(&hash, &keys, VecSink(Vec::new()));
     let mut outputs = Vec::new();
     for &x in &inputs {
         let zero = keys.input_bundle(&base, &mut rng).map_err(core_err)?;
@@ -166,7 +174,7 @@ fn garble_eval(divisor: Option<u64>) -> Res<EvalGarbling> {
             Some(r) => r.apply(&mut garbler, &y).map_err(core_err)?,
             None => y,
         };
-        let material = garbler.sink().take_rows();
+        let material = std::mem::take(&mut garbler.sink().0);
         if material.len() as u64 != rows_per_element {
             return Err(format!("garbled {} rows per element, expected {rows_per_element}", material.len()));
         }
