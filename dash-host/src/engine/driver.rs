@@ -152,6 +152,22 @@ fn gather(plan: &Plan, i: usize, gadget: &Gadget, x: &CrtTensor, first: usize, c
 pub(crate) struct OneDigits(pub(crate) Vec<(Modulus, Zeroizing<Vec<u16>>)>);
 
 impl OneDigits {
+    /// The garbler's constant-one zero labels `O_p` of every modulus in
+    /// `moduli` under `keys` (secret: cleared on drop).
+    pub(crate) fn of_keys(
+        hash: &FixedKeyHash,
+        keys: &super::EngineKeys,
+        moduli: &[Modulus],
+    ) -> Result<OneDigits, Error> {
+        use dash_core::Backend as _;
+        let mut probe = dash_core::Garbler::new(hash, keys, dash_core::CountingSink::default());
+        let mut ones = Vec::with_capacity(moduli.len());
+        for &m in moduli {
+            ones.push((m, Zeroizing::new(probe.constant(1, m)?.as_label().digits().to_vec())));
+        }
+        Ok(OneDigits(ones))
+    }
+
     pub(crate) fn get(&self, m: Modulus) -> Result<&[u16], Error> {
         self.0.iter().find(|(k, _)| *k == m).map(|(_, d)| d.as_slice()).ok_or(Error::MissingDelta(m.value()))
     }

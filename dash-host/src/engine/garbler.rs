@@ -27,7 +27,7 @@ use super::plan::{Gadget, Plan};
 use crate::format;
 use crate::offload::OffloadHandle;
 use crate::tensor::CrtTensor;
-use dash_core::{Backend, Block, Bundle, CountingSink, CrtBase, FixedKeyHash, Garbler, GarblerKeys, Label, ZeroLabel};
+use dash_core::{Block, Bundle, CrtBase, FixedKeyHash, GarblerKeys, Label, ZeroLabel};
 use rand_core::CryptoRng;
 use std::io::Write;
 use zeroize::{Zeroize, Zeroizing};
@@ -134,11 +134,7 @@ pub fn garble<W: Write, R: CryptoRng + ?Sized>(plan: &Plan, rng: &mut R, out: &m
 
     // The garbler's constant-one zero labels O_p (secret: cleared on drop,
     // on the error paths too).
-    let mut probe = Garbler::new(&hash, &*keys, CountingSink::default());
-    let mut ones = OneDigits(Vec::with_capacity(data.moduli.len()));
-    for &m in &data.moduli {
-        ones.0.push((m, Zeroizing::new(probe.constant(1, m)?.as_label().digits().to_vec())));
-    }
+    let ones = OneDigits::of_keys(&hash, &keys, &data.moduli)?;
     let base_ones: Zeroizing<Vec<Vec<u16>>> =
         Zeroizing::new(base.moduli().iter().map(|&m| Ok(ones.get(m)?.to_vec())).collect::<EngineResult<_>>()?);
 

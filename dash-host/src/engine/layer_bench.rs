@@ -14,9 +14,8 @@ use super::plan::{Gadget, Op, Plan};
 use super::{EngineKeys, EngineOnes};
 use crate::network::IntLayer;
 use crate::tensor::CrtTensor;
-use dash_core::{Backend, Block, Bundle, CountingSink, FixedKeyHash, Garbler, GarblerKeys};
+use dash_core::{Block, Bundle, FixedKeyHash, GarblerKeys};
 use rand_core::CryptoRng;
-use zeroize::Zeroizing;
 
 /// Layer 0's gadget of a plan on one run of [`LANES`] elements, garbled
 /// and evaluated again and again over the same rows.
@@ -39,11 +38,7 @@ impl GadgetRun {
         let gadget = first_gadget(plan)?;
         let keys: Box<EngineKeys> = Box::new(GarblerKeys::generate(rng, &data.moduli)?);
         let hash = FixedKeyHash::new();
-        let mut probe = Garbler::new(&hash, &*keys, CountingSink::default());
-        let mut garbler_ones = OneDigits(Vec::with_capacity(data.moduli.len()));
-        for &m in &data.moduli {
-            garbler_ones.0.push((m, Zeroizing::new(probe.constant(1, m)?.as_label().digits().to_vec())));
-        }
+        let garbler_ones = OneDigits::of_keys(&hash, &keys, &data.moduli)?;
         let mut zero = Vec::with_capacity(gadget.arity());
         for _ in 0..gadget.arity() {
             let mut wires = Vec::with_capacity(data.net.base.len());
